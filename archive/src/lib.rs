@@ -1,0 +1,1 @@
+//! Starcite archive adapters (local, S3, Postgres).

@@ -1,0 +1,24 @@
+//! Starcite's storage engine: thread-per-core shards on glommio, one write-ahead log per shard
+//! shared by all of its groups, the session state machine, the hot event store and tail
+//! notifications.
+//!
+//! Module map:
+//! - [`api`]: the narrow API that `net/` is generic over ([`api::Service`]).
+//! - [`config`]: engine settings, filled in by `bin/` from the environment and flags.
+//! - [`placement`]: the exact session → group hash and group → replica placement.
+//! - [`time`]: the single timestamp format.
+//! - [`state`]: the deterministic session state machine (commands, apply, fingerprint, hot store).
+//! - [`wal`]: segment files, record framing, group commit and recovery.
+//! - [`shard`]: the glommio executors that own groups, the log path and the `Service` impl.
+//! - [`notify`]: commit-notification fan-out to tails.
+//! - [`metrics`]: the process-wide Prometheus registry.
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod notify;
+pub mod placement;
+pub mod shard;
+pub mod state;
+pub mod time;
+pub mod wal;
