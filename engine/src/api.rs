@@ -300,8 +300,14 @@ pub fn subscription_channel(capacity: usize) -> (SubscriptionSender, Subscriptio
     let (sender, receiver) = flume::bounded(capacity.max(1));
     let overflowed = Arc::new(AtomicBool::new(false));
     (
-        SubscriptionSender { sender, overflowed: overflowed.clone() },
-        Subscription { receiver, overflowed },
+        SubscriptionSender {
+            sender,
+            overflowed: overflowed.clone(),
+        },
+        Subscription {
+            receiver,
+            overflowed,
+        },
     )
 }
 

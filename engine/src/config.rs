@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::api::NodeMode;
+use crate::wal::{FaultPlan, SEGMENT_BYTES_MAX_DEFAULT};
 
 /// Settings the engine needs to start a node.
 #[derive(Clone, Debug)]
@@ -30,6 +31,12 @@ pub struct EngineConfig {
     pub raft_heartbeat_ms: u64,
     /// `STARCITE_RAFT_ELECTION_TIMEOUT_MS`.
     pub raft_election_timeout_ms: u64,
+    /// Failures to inject into every shard's write-ahead log, for tests of the fail-stop path
+    /// (`bin/` sets it from a test-only environment variable). `None` in production.
+    pub wal_fault: Option<FaultPlan>,
+    /// Size of each write-ahead log segment file. Tests use small segments because a new
+    /// segment is preallocated by writing zeros and recovery scans the whole last segment.
+    pub wal_segment_bytes_max: u64,
 }
 
 impl EngineConfig {
@@ -47,6 +54,8 @@ impl EngineConfig {
             archive_flush_interval_ms: 5000,
             raft_heartbeat_ms: 100,
             raft_election_timeout_ms: 1000,
+            wal_fault: None,
+            wal_segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
         }
     }
 

@@ -22,3 +22,5 @@ pub mod shard;
 pub mod state;
 pub mod time;
 pub mod wal;
+
+pub use shard::{start, EngineError, EngineHandle, NodeHandle, ShutdownSignal};

@@ -1,1 +1,33 @@
-//! (in progress)
+//! The shard runtime: one glommio executor per shard, each owning the groups with
+//! `group_id % shards == shard`, one write-ahead log shared by those groups, and an
+//! [`EngineHandle`] that implements [`crate::api::Service`] for the HTTP server running on the
+//! same executor.
+//!
+//! Files by concern:
+//! - `node`: [`start`], [`NodeHandle`], [`ShutdownSignal`], the startup handshake
+//!   and the shutdown sequence.
+//! - `recovery`: opening a shard's WAL and replaying it into its groups.
+//! - `local`: a shard's state and its pipelined write path (append, group commit, apply in log
+//!   order, fail-stop on storage failure).
+//! - [`group_log`]: per-group log positions of a single-voter group; the seam where the
+//!   replicated cluster swaps in a Raft node.
+//! - `ops`: leader-side checks and outcome mapping for each operation.
+//! - `route`: the bounded queues that carry requests to the owning shard.
+//! - `handle`: [`EngineHandle`] and its `Service` implementation.
+//! - `layout`: the file that pins the shard and group counts of a data directory.
+
+mod error;
+pub mod group_log;
+mod handle;
+mod layout;
+mod local;
+mod node;
+mod ops;
+mod recovery;
+mod route;
+
+pub use error::EngineError;
+pub use handle::EngineHandle;
+pub use local::SHARD_PENDING_ENTRIES_MAX;
+pub use node::{start, NodeHandle, ShutdownSignal, NUM_GROUPS_MAX, SHARDS_MAX};
+pub use route::{SHARD_REQUESTS_IN_FLIGHT_MAX, SHARD_REQUEST_QUEUE_MAX};
