@@ -4,16 +4,22 @@
 //! Module map:
 //! - [`http`]: connection handling, request parsing (limits, chunked bodies, timeouts), responses.
 //! - [`query`]: query-string parsing with bracket nesting (http-api.md T7).
+//! - [`auth`]: bearer tokens, service JWTs and the JWKS cache, principal tokens, the policy.
+//! - [`tls`]: the optional rustls configuration of the public listener.
 //! - [`error`]: the error catalogue (http-api.md §12) and JSON error responses.
 //! - [`validate`]: request-body validation for create and append.
 //! - [`routes`]: route matching, the global check order and the handlers.
 //! - [`tail`]: the WebSocket tail: delivery procedure, slow consumers, close codes.
 //! - [`server`]: the per-shard accept loop that ties it together.
 
+pub mod auth;
 pub mod error;
 pub mod http;
+pub mod listen;
+pub mod peer;
 pub mod query;
 pub mod routes;
 pub mod server;
 pub mod tail;
+pub mod tls;
 pub mod validate;
