@@ -84,7 +84,7 @@ pub fn unbracketed_host(host: &str) -> &str {
 }
 
 /// Everything [`super::PeerTransport::start`] needs.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PeerConfig {
     /// This node's id (`NODE_NAME`).
     pub self_id: String,
