@@ -1,10 +1,43 @@
 //! Engine settings. `bin/` parses and validates the environment and flags (config.md) and fills
 //! this in; the engine never reads the environment itself.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use starcite_raft::NodeId;
 
 use crate::api::NodeMode;
+use crate::raftlog::RaftTransport;
 use crate::wal::{FaultPlan, SEGMENT_BYTES_MAX_DEFAULT};
+
+/// Node id of a single node (one voter per group).
+pub const SINGLE_NODE_ID: NodeId = 1;
+
+/// Applied entries between two snapshots of a group (cluster.md §4.1).
+pub const RAFT_SNAPSHOT_ENTRIES_DEFAULT: u64 = 2048;
+
+/// The replicated cluster as the engine sees it: this node's id, the voters of every group,
+/// and the transport to the other nodes.
+#[derive(Clone)]
+pub struct RaftCluster {
+    /// This node's Raft id (non-zero).
+    pub node_id: NodeId,
+    /// Voters of each group, indexed by group id (`num_groups` entries). A node runs a member
+    /// only of the groups that list it.
+    pub group_voters: Arc<Vec<Vec<NodeId>>>,
+    /// Carries this node's envelopes to the others.
+    pub transport: Arc<dyn RaftTransport>,
+}
+
+impl fmt::Debug for RaftCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RaftCluster")
+            .field("node_id", &self.node_id)
+            .field("groups", &self.group_voters.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Settings the engine needs to start a node.
 #[derive(Clone, Debug)]
@@ -37,6 +70,10 @@ pub struct EngineConfig {
     /// Size of each write-ahead log segment file. Tests use small segments because a new
     /// segment is preallocated by writing zeros and recovery scans the whole last segment.
     pub wal_segment_bytes_max: u64,
+    /// Applied entries between two snapshots of a group; tests lower it to force snapshots.
+    pub raft_snapshot_entries: u64,
+    /// The replicated cluster; `None` runs every group with this node as its only voter.
+    pub cluster: Option<RaftCluster>,
 }
 
 impl EngineConfig {
@@ -56,7 +93,34 @@ impl EngineConfig {
             raft_election_timeout_ms: 1000,
             wal_fault: None,
             wal_segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+            raft_snapshot_entries: RAFT_SNAPSHOT_ENTRIES_DEFAULT,
+            cluster: None,
         }
+    }
+
+    /// This node's Raft id.
+    pub fn node_id(&self) -> NodeId {
+        self.cluster
+            .as_ref()
+            .map_or(SINGLE_NODE_ID, |cluster| cluster.node_id)
+    }
+
+    /// Voters of `group_id`.
+    pub fn group_voters(&self, group_id: u32) -> Vec<NodeId> {
+        match &self.cluster {
+            None => vec![SINGLE_NODE_ID],
+            Some(cluster) => cluster
+                .group_voters
+                .get(group_id as usize)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Election timeout in heartbeat ticks (at least 2, as the Raft core requires).
+    pub fn election_ticks(&self) -> u32 {
+        let ticks = self.raft_election_timeout_ms / self.raft_heartbeat_ms.max(1);
+        u32::try_from(ticks).unwrap_or(u32::MAX).max(2)
     }
 
     /// `Retry-After` seconds for 429: `max(1, ceil(flush_interval_ms / 1000))`.

@@ -9,6 +9,8 @@
 //! - [`time`]: the single timestamp format.
 //! - [`state`]: the deterministic session state machine (commands, apply, fingerprint, hot store).
 //! - [`wal`]: segment files, record framing, group commit and recovery.
+//! - [`raftlog`]: each group's Raft log on the shard's WAL, snapshot files, the Raft wire
+//!   encoding and the transport seam.
 //! - [`shard`]: the glommio executors that own groups, the log path and the `Service` impl.
 //! - [`notify`]: commit-notification fan-out to tails.
 //! - [`metrics`]: the process-wide Prometheus registry.
@@ -18,6 +20,7 @@ pub mod config;
 pub mod metrics;
 pub mod notify;
 pub mod placement;
+pub mod raftlog;
 pub mod shard;
 pub mod state;
 pub mod time;

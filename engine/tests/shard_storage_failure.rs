@@ -9,13 +9,14 @@ use shard_support::{append_one, create_request, data_dir, test_config, TestNode}
 use starcite_engine::api::{Service, ServiceError};
 use starcite_engine::wal::FaultPlan;
 
-/// The second fdatasync fails: the append waiting on it gets `Internal`, readiness turns
+/// The third fdatasync fails (the first persists the groups' self-elections at startup, the
+/// second the create): the append waiting on it gets `Internal`, readiness turns
 /// `storage_failed` with the file and OS error, and every later write is refused.
 #[test]
 fn failed_fsync_poisons_writes_and_readiness() {
     let (_dir, path) = data_dir();
     let mut config = test_config(&path, 1);
-    config.wal_fault = Some(FaultPlan::fail_fdatasync(2));
+    config.wal_fault = Some(FaultPlan::fail_fdatasync(3));
     let node = TestNode::start(config).unwrap();
     node.run(0, |engine| async move {
         engine.create_session(create_request("f")).await.unwrap();

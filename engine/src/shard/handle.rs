@@ -66,6 +66,12 @@ impl EngineHandle {
         self.shard.applied_indexes()
     }
 
+    /// This node's Raft member of `group_id` (owned by this shard): `(role, leader, term,
+    /// commit index, applied index)`, or `None` when the node hosts no member of it.
+    pub fn raft_status(&self, group_id: u32) -> Option<(starcite_raft::Role, u64, u64, u64, u64)> {
+        self.shard.raft_status(group_id)
+    }
+
     /// Counters of this shard's write-ahead log (group-commit effectiveness, bytes written).
     pub fn wal_stats(&self) -> WalStats {
         self.shard.wal_stats()
@@ -150,7 +156,7 @@ impl Service for EngineHandle {
     async fn get_session(&self, session_id: &str) -> Result<SessionRecord, ServiceError> {
         let (group_id, owner) = self.owner_of(session_id);
         if owner == self.shard_index() {
-            return ops::get(&self.shard, group_id, session_id);
+            return ops::get(&self.shard, group_id, session_id).await;
         }
         let session_id = session_id.to_string();
         self.forward(owner, |reply| ShardRequest::Get {
@@ -196,7 +202,7 @@ impl Service for EngineHandle {
     ) -> Result<EventBatch, ServiceError> {
         let (group_id, owner) = self.owner_of(session_id);
         if owner == self.shard_index() {
-            return ops::read(&self.shard, group_id, session_id, cursor, limit);
+            return ops::read(&self.shard, group_id, session_id, cursor, limit).await;
         }
         let session_id = session_id.to_string();
         self.forward(owner, |reply| ShardRequest::Read {

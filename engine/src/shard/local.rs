@@ -1,113 +1,170 @@
-//! One shard's local state and its write path: the groups it owns, its write-ahead log, and the
-//! queue of entries awaiting durability.
+//! One shard's local state: the Raft members of the groups it owns (a [`MultiRaft`] over
+//! [`WalLogStore`]s on the shard's one write-ahead log), their applied state machines, and the
+//! requests waiting for their entries or reads.
 //!
-//! # Write path (single-voter groups)
-//! 1. Leader-side checks against applied state (existence, backpressure) in the handle.
-//! 2. [`Shard::propose`] stamps the command, takes the group's next `(term, index)`, encodes the
-//!    command into a WAL `Entry` and appends it (buffer only). The entry joins the back of the
-//!    shard's *pending* queue, which is therefore in log order, and the request awaits the
-//!    entry's outcome.
-//! 3. The shard's applier task waits for `wal.sync(<last pending lsn>)`. The WAL batches every
-//!    entry buffered while its previous write was running into one write and one fdatasync, so
-//!    all requests in flight share fsyncs: request handling never serialises on the disk.
-//! 4. After each sync the applier applies *every* pending entry up to the durable LSN, front to
-//!    back, and sends each outcome to its request. Apply is therefore strictly in log order and
-//!    never ahead of durability. Because the applier, not the request, drives apply, a request
-//!    that is cancelled after its append (client gone) still gets its entry applied promptly.
+//! # Write path
+//! 1. Leader-side checks against applied state (existence, backpressure) in `ops`; they run only
+//!    once this member leads and has applied an entry of its own term (its no-op), so the
+//!    applied state includes every entry committed by earlier leaders.
+//! 2. [`Shard::propose`] stamps the command and proposes it to the group's Raft member; the
+//!    request registers a waiter at the entry's index and rings the driver.
+//! 3. The driver (`driver.rs`) persists the batch of every group with one fsync, commits, applies
+//!    committed entries in log order and completes the waiters. A single-voter group commits as
+//!    soon as the fsync returns; a replicated one once a quorum has it.
+//! 4. The request waits at most [`COMMIT_WAIT_MS`]; then it answers `raft_timeout` (the entry may
+//!    still commit). A request cancelled after its proposal does not stop the entry.
 //!
-//! A WAL failure is fail-stop: the shard applies what the log reports durable, fails every
-//! other pending entry with `Internal`, records the failure node-wide (readiness reports
-//! `storage_failed`) and refuses every later write. The fsync is never retried.
+//! A storage failure is fail-stop: the driver stops (this member stops acknowledging and its
+//! followers elect a new leader), every waiter fails with `Internal`, the failure is recorded
+//! node-wide (readiness reports `storage_failed`) and every later write is refused.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::rc::Rc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use futures_lite::future;
+use starcite_raft::multi::{MultiRaft, MultiRaftError};
+use starcite_raft::{Index, NodeId, RaftError, Role, Storage, Term, NO_NODE};
 
-use super::group_log::{GroupLog, SINGLE_NODE_ID};
 use super::node::NodeShared;
 use crate::api::{ListQuery, ServiceError, SessionRecord};
 use crate::metrics;
+use crate::raftlog::{RaftTransport, WalLogStore};
 use crate::state::{ApplyOutcome, Command, GroupState};
 use crate::time;
-use crate::wal::{Lsn, StorageFailure, Wal, WalError, WalRecord, WalStats};
+use crate::wal::{StorageFailure, Wal, WalError, WalStats, ENTRY_PAYLOAD_BYTES_MAX};
 
-/// Upper bound on entries appended but not yet applied on one shard. The WAL's pending-bytes
-/// bound normally limits first; this keeps the queue bounded even for tiny entries.
+/// Upper bound on proposals of one shard waiting for their entries to apply.
 pub const SHARD_PENDING_ENTRIES_MAX: usize = 65_536;
 
-/// A group hosted by this shard: its applied state and its log positions.
-pub(crate) struct GroupSlot {
-    pub(crate) state: GroupState,
-    pub(crate) log: GroupLog,
-}
+/// How long a request waits for its entry to commit and apply, or for a read to be confirmed
+/// (cluster.md §5.1 step 4), before answering `raft_timeout`.
+pub const COMMIT_WAIT_MS: u64 = 2000;
+
+/// The group's Raft members on this shard.
+pub(crate) type ShardRaft = MultiRaft<WalLogStore<Wal>>;
 
 /// Where the outcome of one proposed entry is delivered (a one-shot channel; the request may
 /// have gone away, in which case the outcome is dropped).
-type OutcomeSender = flume::Sender<Result<ApplyOutcome, ServiceError>>;
-type OutcomeReceiver = flume::Receiver<Result<ApplyOutcome, ServiceError>>;
+pub(crate) type OutcomeSender = flume::Sender<Result<ApplyOutcome, ServiceError>>;
 
-/// An entry appended to the WAL whose outcome is not known yet.
-struct PendingEntry {
-    /// End LSN of the entry's record: it is durable once the WAL's durable LSN reaches it.
-    lsn: Lsn,
-    /// Index of the group in [`Shard::groups`].
-    slot: usize,
-    /// Raft log index of the entry.
-    index: u64,
-    command: Command,
-    outcome: OutcomeSender,
+/// A proposal of this node waiting for its entry to apply.
+pub(crate) struct Waiter {
+    /// Term the entry was proposed in: an entry applied at the same index with another term
+    /// replaced it, and the proposal did not commit.
+    pub(crate) term: Term,
+    /// The command, kept so that apply does not decode what it just encoded.
+    pub(crate) command: Command,
+    pub(crate) outcome: OutcomeSender,
+}
+
+/// A group hosted by this shard.
+pub(crate) struct GroupSlot {
+    pub(crate) group_id: u32,
+    pub(crate) state: GroupState,
+    /// Whether this node runs a member of the group (it is one of the group's voters).
+    pub(crate) member: bool,
+    /// Whether the group has this node as its only voter.
+    pub(crate) single_voter: bool,
+    /// Proposals awaiting apply, by log index.
+    pub(crate) waiters: BTreeMap<Index, Waiter>,
+    /// Confirmed reads waiting for apply to reach their index.
+    pub(crate) reads: Vec<(Index, flume::Sender<()>)>,
+    /// Index of the group's latest snapshot.
+    pub(crate) snapshot_index: Index,
+}
+
+/// Why a request could not be run by this member.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node's member is not the group's leader (or hosts no member); retry at
+    /// `leader_hint` if known. The router forwards there.
+    #[error("not leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// Known leader of the group.
+        leader_hint: Option<NodeId>,
+    },
+    /// Any other outcome, as the API reports it.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl ProposeError {
+    /// The API error for a client of this node (without a router, "not leader" means that no
+    /// replica here can take the request).
+    pub fn into_service(self) -> ServiceError {
+        match self {
+            ProposeError::NotLeader { .. } => ServiceError::RaftUnavailable,
+            ProposeError::Service(error) => error,
+        }
+    }
 }
 
 /// The state of one shard, shared (`Rc`) by its handles and tasks on its executor.
 pub(crate) struct Shard {
     pub(crate) shard_index: u32,
     pub(crate) node: Arc<NodeShared>,
-    wal: Wal,
+    pub(crate) wal: Wal,
+    pub(crate) raft: RefCell<ShardRaft>,
     /// Groups with `group_id % shards == shard_index`, at slot `group_id / shards`.
-    groups: RefCell<Vec<GroupSlot>>,
-    /// Entries appended but not applied, in log order.
-    pending: RefCell<VecDeque<PendingEntry>>,
-    /// Highest LSN known durable from a completed `sync`.
-    durable_lsn: Cell<Lsn>,
+    pub(crate) groups: RefCell<Vec<GroupSlot>>,
+    /// Reads waiting for the leader's confirmation, by read context.
+    pub(crate) pending_reads: RefCell<HashMap<u64, (usize, flume::Sender<()>)>>,
+    next_read_context: Cell<u64>,
+    /// Proposals registered in some slot's `waiters`.
+    pub(crate) waiter_count: Cell<usize>,
     /// Last timestamp stamped into a command; stamps never go backwards on a shard.
     last_stamp_us: Cell<i64>,
-    /// Set after a WAL failure: every write is refused from then on.
-    failed: Cell<bool>,
-    /// Released whenever entries leave the pending queue, for writers waiting on its bound.
+    /// Set after a storage failure: every write is refused from then on.
+    pub(crate) failed: Cell<bool>,
+    /// Released whenever waiters complete, for writers waiting on the bound.
     pending_space: RefCell<Vec<flume::Sender<()>>>,
-    /// Rung after every append so the applier wakes; capacity 1 because one ring is enough.
-    doorbell: flume::Sender<()>,
-    /// Set by [`Shard::close`]; the applier stops and leaves the rest to `close`.
-    closing: Cell<bool>,
+    /// Released after every driver iteration that applied something or changed roles.
+    apply_watchers: RefCell<Vec<flume::Sender<()>>>,
+    /// Rung after every proposal or read so the driver wakes; capacity 1 is enough.
+    pub(crate) doorbell: flume::Sender<()>,
+    /// Set by [`Shard::close`]; the driver stops.
+    pub(crate) closing: Cell<bool>,
+    pub(crate) transport: Option<Arc<dyn RaftTransport>>,
+    /// The driver task, awaited by [`Shard::close`].
+    pub(crate) driver: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 impl Shard {
-    /// A shard over an opened, recovered `wal` and the `groups` recovery rebuilt.
+    /// A shard over an opened, recovered `wal` and the groups recovery rebuilt.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shard_index: u32,
         node: Arc<NodeShared>,
         wal: Wal,
+        raft: ShardRaft,
         groups: Vec<GroupSlot>,
         last_stamp_us: i64,
     ) -> (Self, flume::Receiver<()>) {
-        let durable_lsn = wal.durable_lsn();
         let (doorbell, doorbell_receiver) = flume::bounded(1);
+        let transport = node
+            .config
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.transport.clone());
         let shard = Shard {
             shard_index,
             node,
             wal,
+            raft: RefCell::new(raft),
             groups: RefCell::new(groups),
-            pending: RefCell::new(VecDeque::new()),
-            durable_lsn: Cell::new(durable_lsn),
+            pending_reads: RefCell::new(HashMap::new()),
+            next_read_context: Cell::new(1),
+            waiter_count: Cell::new(0),
             last_stamp_us: Cell::new(last_stamp_us),
             failed: Cell::new(false),
             pending_space: RefCell::new(Vec::new()),
+            apply_watchers: RefCell::new(Vec::new()),
             doorbell,
             closing: Cell::new(false),
+            transport,
+            driver: RefCell::new(None),
         };
         (shard, doorbell_receiver)
     }
@@ -129,6 +186,7 @@ impl Shard {
         let groups = self.groups.borrow();
         let mut sessions: Vec<SessionRecord> = groups
             .iter()
+            .filter(|group| group.member)
             .flat_map(|group| group.state.list(query))
             .collect();
         sessions.sort_by(|left, right| left.id.as_bytes().cmp(right.id.as_bytes()));
@@ -150,8 +208,23 @@ impl Shard {
         self.groups
             .borrow()
             .iter()
-            .map(|group| (group.log.group_id(), group.log.applied_index()))
+            .map(|group| (group.group_id, group.state.applied_index()))
             .collect()
+    }
+
+    /// `(role, leader, term, commit index, applied index)` of this node's member of
+    /// `group_id`, or `None` when it hosts none.
+    pub(crate) fn raft_status(&self, group_id: u32) -> Option<(Role, NodeId, Term, Index, Index)> {
+        let raft = self.raft.borrow();
+        raft.group(group_id).map(|node| {
+            (
+                node.role(),
+                node.leader_id(),
+                node.term(),
+                node.commit_index(),
+                node.applied_index(),
+            )
+        })
     }
 
     /// Notice a log failure that no write has run into yet (e.g. a failed segment preparation
@@ -161,7 +234,7 @@ impl Shard {
             return;
         }
         if let Some(failure) = self.wal.failure() {
-            self.fail_storage(&WalError::Failed(failure));
+            self.fail_storage(&WalError::Failed(failure).to_string());
         }
     }
 
@@ -176,232 +249,238 @@ impl Shard {
         stamp_us
     }
 
-    /// Stamp `command` with this shard's clock, append it as the next entry of `group_id`,
-    /// wait until it is durable and applied, and return its outcome.
+    fn refuse_if_stopped(&self) -> Result<(), ProposeError> {
+        if self.failed.get() {
+            return Err(ServiceError::Internal("storage failed; writes refused".into()).into());
+        }
+        if self.closing.get() {
+            return Err(ServiceError::RaftUnavailable.into());
+        }
+        Ok(())
+    }
+
+    /// Whether this node's member of `group_id` leads and has applied an entry of its own term;
+    /// `Err` when it does not lead.
+    fn leader_ready(&self, group_id: u32) -> Result<bool, ProposeError> {
+        let raft = self.raft.borrow();
+        let Some(node) = raft.group(group_id) else {
+            return Err(ProposeError::NotLeader { leader_hint: None });
+        };
+        if node.role() != Role::Leader {
+            let leader = node.leader_id();
+            return Err(ProposeError::NotLeader {
+                leader_hint: (leader != NO_NODE).then_some(leader),
+            });
+        }
+        let applied = node.applied_index();
+        Ok(matches!(node.storage().term(applied), Ok(term) if term == node.term()))
+    }
+
+    /// Wait (at most until `deadline`) until this member leads `group_id` with its no-op
+    /// applied (cluster.md §4, "Leader start").
+    pub(crate) async fn wait_leader_ready(
+        &self,
+        group_id: u32,
+        deadline: Instant,
+    ) -> Result<(), ProposeError> {
+        loop {
+            self.refuse_if_stopped()?;
+            if self.leader_ready(group_id)? {
+                return Ok(());
+            }
+            if !self.wait_for_apply(deadline).await {
+                return Err(ServiceError::RaftTimeout.into());
+            }
+        }
+    }
+
+    /// Like [`Shard::wait_leader_ready`], but also after a storage failure: a single voter's
+    /// applied state stays the latest committed state, so reads keep working.
+    async fn wait_single_voter_readable(
+        &self,
+        group_id: u32,
+        deadline: Instant,
+    ) -> Result<(), ProposeError> {
+        loop {
+            if self.failed.get() && self.leader_ready(group_id).is_ok() {
+                return Ok(());
+            }
+            if self.leader_ready(group_id)? {
+                return Ok(());
+            }
+            if !self.wait_for_apply(deadline).await {
+                return Err(ServiceError::RaftTimeout.into());
+            }
+        }
+    }
+
+    /// Waits until the driver applied something or roles changed; false once `deadline` passed.
+    async fn wait_for_apply(&self, deadline: Instant) -> bool {
+        let Some(remaining) = deadline.checked_duration_since(Instant::now()) else {
+            return false;
+        };
+        let (sender, receiver) = flume::bounded::<()>(1);
+        self.apply_watchers.borrow_mut().push(sender);
+        future::or(
+            async {
+                let _ = receiver.recv_async().await;
+                true
+            },
+            async {
+                glommio::timer::sleep(remaining).await;
+                false
+            },
+        )
+        .await
+    }
+
+    /// Wakes every task waiting in [`Shard::wait_for_apply`].
+    pub(crate) fn wake_apply_watchers(&self) {
+        // Dropping the senders wakes the waiters; they re-check their condition.
+        self.apply_watchers.borrow_mut().clear();
+    }
+
+    /// Confirm that a read of `group_id` may be served from applied state now: every write
+    /// acknowledged before this call is applied (cluster.md §5.2). A single voter that leads
+    /// with its no-op applied is always up to date; replicated groups use ReadIndex, which
+    /// also works on followers.
+    pub(crate) async fn linearizable_read(&self, group_id: u32) -> Result<(), ProposeError> {
+        let deadline = Instant::now() + Duration::from_millis(COMMIT_WAIT_MS);
+        let slot = self.slot_of(group_id);
+        let (member, single_voter) = {
+            let groups = self.groups.borrow();
+            (groups[slot].member, groups[slot].single_voter)
+        };
+        if !member {
+            return Err(ProposeError::NotLeader { leader_hint: None });
+        }
+        if single_voter {
+            return self.wait_single_voter_readable(group_id, deadline).await;
+        }
+        self.refuse_if_stopped()?;
+        let context = self.next_read_context.get();
+        self.next_read_context.set(context + 1);
+        let (sender, receiver) = flume::bounded(1);
+        let asked = self.raft.borrow_mut().read_index(group_id, context);
+        if let Err(error) = asked {
+            return Err(map_raft_error(error));
+        }
+        self.pending_reads
+            .borrow_mut()
+            .insert(context, (slot, sender));
+        let _ = self.doorbell.try_send(());
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let confirmed = future::or(async { receiver.recv_async().await.is_ok() }, async {
+            glommio::timer::sleep(remaining).await;
+            false
+        })
+        .await;
+        self.pending_reads.borrow_mut().remove(&context);
+        if confirmed {
+            Ok(())
+        } else {
+            Err(ServiceError::RaftTimeout.into())
+        }
+    }
+
+    /// Stamp `command` with this shard's clock, propose it to `group_id`, wait until it is
+    /// committed and applied (at most [`COMMIT_WAIT_MS`]), and return its outcome.
     pub(crate) async fn propose(
         &self,
         group_id: u32,
         mut command: Command,
-    ) -> Result<ApplyOutcome, ServiceError> {
+    ) -> Result<ApplyOutcome, ProposeError> {
         let started = Instant::now();
+        let deadline = started + Duration::from_millis(COMMIT_WAIT_MS);
         let slot = self.slot_of(group_id);
-        let (outcome, label) = loop {
-            if self.failed.get() {
-                return Err(ServiceError::Internal(
-                    "storage failed; writes refused".into(),
-                ));
-            }
-            if self.closing.get() {
-                return Err(ServiceError::RaftUnavailable);
-            }
-            if self.pending.borrow().len() >= SHARD_PENDING_ENTRIES_MAX {
-                self.wait_for_pending_space().await;
-                continue;
-            }
-            // Stamp only now, right before the append, so that stamps follow log order even
-            // when an earlier attempt had to wait for buffer space.
-            set_stamp(&mut command, self.next_stamp_us());
-            match self.append_entry(slot, command) {
-                Ok(appended) => break appended,
-                Err(refused) => match *refused {
-                    (WalError::Full, returned) => {
-                        command = returned;
-                        self.wal.wait_for_space().await;
-                    }
-                    (error, _) => return Err(self.refuse_write(error)),
-                },
-            }
-        };
-        let _ = self.doorbell.try_send(());
-        let result = outcome.recv_async().await.unwrap_or_else(|_| {
-            Err(ServiceError::Internal(
-                "shard stopped before the entry was applied".into(),
+        while self.waiter_count.get() >= SHARD_PENDING_ENTRIES_MAX {
+            self.refuse_if_stopped()?;
+            self.wait_for_pending_space().await;
+        }
+        self.wait_leader_ready(group_id, deadline).await?;
+        // Stamp only now, right before the proposal, so that stamps follow log order.
+        set_stamp(&mut command, self.next_stamp_us());
+        let label = command.kind_label();
+        let data = command.encode();
+        if data.len() as u64 > ENTRY_PAYLOAD_BYTES_MAX {
+            return Err(ServiceError::Internal(format!(
+                "command of {} bytes exceeds the entry maximum of {ENTRY_PAYLOAD_BYTES_MAX}",
+                data.len()
             ))
-        });
+            .into());
+        }
+        let (index, term) = {
+            let mut raft = self.raft.borrow_mut();
+            let index = raft.propose(group_id, data).map_err(map_raft_error)?;
+            let term = raft.group(group_id).map_or(0, |node| node.term());
+            (index, term)
+        };
+        let (outcome, receiver) = flume::bounded(1);
+        let replaced = self.groups.borrow_mut()[slot].waiters.insert(
+            index,
+            Waiter {
+                term,
+                command,
+                outcome,
+            },
+        );
+        debug_assert!(replaced.is_none(), "two waiters at index {index}");
+        if replaced.is_none() {
+            self.waiter_count.set(self.waiter_count.get() + 1);
+        }
+        let _ = self.doorbell.try_send(());
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result = future::or(
+            async {
+                receiver.recv_async().await.unwrap_or_else(|_| {
+                    Err(ServiceError::Internal(
+                        "shard stopped before the entry was applied".into(),
+                    ))
+                })
+            },
+            async {
+                glommio::timer::sleep(remaining).await;
+                Err(ServiceError::RaftTimeout)
+            },
+        )
+        .await;
         // A committed command counts as `ok` even when apply rejected it (a conflict is a
         // committed decision); `error` means the entry's fate is unknown or it never committed.
         let metric_outcome = if result.is_ok() { "ok" } else { "error" };
         let commit_duration = result.is_ok().then(|| started.elapsed());
         metrics::global().raft_command(label, metric_outcome, commit_duration);
-        result
+        result.map_err(ProposeError::from)
     }
 
-    /// The applier: after every append, wait until the last pending entry is durable and apply
-    /// everything up to it. Runs until the shard closes or its storage fails.
-    pub(crate) async fn run_applier(self: Rc<Self>, doorbell: flume::Receiver<()>) {
-        while doorbell.recv_async().await.is_ok() {
-            loop {
-                if self.closing.get() || self.failed.get() {
-                    return;
-                }
-                let Some(lsn) = self.pending.borrow().back().map(|entry| entry.lsn) else {
-                    break;
-                };
-                self.sync_and_apply(lsn).await;
-            }
-        }
-    }
-
-    async fn sync_and_apply(&self, lsn: Lsn) {
-        match self.wal.sync(lsn).await {
-            Ok(()) => {
-                self.durable_lsn.set(self.durable_lsn.get().max(lsn));
-                self.apply_durable();
-            }
-            // Only `close` closes the log, and it settles the pending entries itself.
-            Err(WalError::Closed) => {}
-            Err(error) => self.fail_storage(&error),
-        }
-    }
-
-    /// Append the hard state (first entry of the group only) and the entry; on success the
-    /// entry is queued as pending. Nothing is queued when the append fails, and the command is
-    /// handed back so that the caller can retry after waiting for space.
-    fn append_entry(
-        &self,
-        slot: usize,
-        command: Command,
-    ) -> Result<(OutcomeReceiver, &'static str), Box<(WalError, Command)>> {
-        let mut groups = self.groups.borrow_mut();
-        let group = &mut groups[slot];
-        if group.log.needs_hard_state() {
-            let hard_state = WalRecord::HardState {
-                group: group.log.group_id(),
-                term: group.log.term(),
-                vote: SINGLE_NODE_ID,
-                commit: 0,
-            };
-            if let Err(error) = self.wal.append(&hard_state) {
-                return Err(Box::new((error, command)));
-            }
-            group.log.hard_state_appended();
-        }
-        let (term, index) = group.log.next_position();
-        let payload = Bytes::from(command.encode());
-        let entry = WalRecord::Entry {
-            group: group.log.group_id(),
-            term,
-            index,
-            payload,
-        };
-        let lsn = match self.wal.append(&entry) {
-            Ok(lsn) => lsn,
-            Err(error) => return Err(Box::new((error, command))),
-        };
-        group.log.entry_appended(index);
-        let (outcome, receiver) = flume::bounded(1);
-        let label = command.kind_label();
-        self.pending.borrow_mut().push_back(PendingEntry {
-            lsn,
-            slot,
-            index,
-            command,
-            outcome,
-        });
-        Ok((receiver, label))
-    }
-
-    /// Apply, in log order, every pending entry covered by the durable LSN.
-    fn apply_durable(&self) {
-        let durable_lsn = self.durable_lsn.get();
-        let mut applied_any = false;
-        loop {
-            let entry = {
-                let mut pending = self.pending.borrow_mut();
-                match pending.front() {
-                    Some(front) if front.lsn <= durable_lsn => pending.pop_front(),
-                    _ => None,
-                }
-            };
-            let Some(entry) = entry else { break };
-            let outcome = self.apply_entry(&entry);
-            // The request may have been cancelled; the entry is applied all the same.
-            let _ = entry.outcome.try_send(Ok(outcome));
-            applied_any = true;
-        }
-        if applied_any {
-            self.release_pending_space();
-            metrics::global().set_unarchived_bytes(self.node.unarchived_bytes());
-        }
-    }
-
-    fn apply_entry(&self, entry: &PendingEntry) -> ApplyOutcome {
-        let outcome = {
-            let mut groups = self.groups.borrow_mut();
-            let group = &mut groups[entry.slot];
-            let last_seq_before = match &entry.command {
-                Command::AppendEvents { session_id, .. } => group
-                    .state
-                    .session(session_id)
-                    .map(|record| record.last_seq),
-                _ => None,
-            };
-            group.log.entry_durable(entry.index);
-            let outcome = group.state.apply(entry.index, &entry.command);
-            group.log.entry_applied(entry.index);
-            if let (
-                Some(before),
-                ApplyOutcome::Appended {
-                    reply,
-                    events_appended,
-                    ..
-                },
-            ) = (last_seq_before, &outcome)
-            {
-                debug_assert_eq!(
-                    reply.last_seq,
-                    before + events_appended,
-                    "seq not contiguous"
-                );
-            }
-            outcome
-        };
-        if let ApplyOutcome::Appended { notifications, .. } = &outcome {
-            let session_id = entry.command.session_id();
-            for notification in notifications {
-                self.node.notify.publish(session_id, *notification);
-            }
-        }
-        outcome
-    }
-
-    /// The WAL failed: apply what it reports durable, fail the rest, refuse further writes.
-    fn fail_storage(&self, error: &WalError) {
+    /// A storage failure: stop acknowledging, fail every waiter, refuse further writes.
+    pub(crate) fn fail_storage(&self, reason: &str) {
         if !self.failed.replace(true) {
             let failure = self.wal.failure().unwrap_or_else(|| StorageFailure {
-                path: self.wal_dir(),
-                error: error.to_string(),
+                path: self.node.shard_dir(self.shard_index),
+                error: reason.to_string(),
             });
-            // The log itself logged the failure and counted it in `starcite_storage_failures_total`.
-            tracing::debug!(shard = self.shard_index, %failure, "shard refuses writes from now on");
+            tracing::error!(shard = self.shard_index, %failure, "shard refuses writes from now on");
             self.node.record_storage_failure(failure);
         }
-        self.durable_lsn
-            .set(self.durable_lsn.get().max(self.wal.durable_lsn()));
-        self.apply_durable();
-        let failed: Vec<PendingEntry> = self.pending.borrow_mut().drain(..).collect();
-        for entry in failed {
-            let reason = format!("write-ahead log failed: {error}");
-            let _ = entry.outcome.try_send(Err(ServiceError::Internal(reason)));
-        }
-        self.release_pending_space();
+        self.fail_waiters(&format!("storage failed: {reason}"));
     }
 
-    /// Map an append error to the request's error; storage errors poison the shard.
-    fn refuse_write(&self, error: WalError) -> ServiceError {
-        match error {
-            // Closing happens only at shutdown, after serving stopped: nothing was written.
-            WalError::Closed => ServiceError::RaftUnavailable,
-            WalError::RecordTooLarge { .. } => ServiceError::Internal(error.to_string()),
-            _ => {
-                self.fail_storage(&error);
-                ServiceError::Internal(format!("write-ahead log failed: {error}"))
+    /// Fail every waiting proposal and read (shutdown or storage failure).
+    pub(crate) fn fail_waiters(&self, reason: &str) {
+        let mut groups = self.groups.borrow_mut();
+        for group in groups.iter_mut() {
+            for (_, waiter) in std::mem::take(&mut group.waiters) {
+                let _ = waiter
+                    .outcome
+                    .try_send(Err(ServiceError::Internal(reason.to_string())));
             }
+            group.reads.clear();
         }
-    }
-
-    fn wal_dir(&self) -> std::path::PathBuf {
-        self.node.shard_dir(self.shard_index)
+        drop(groups);
+        self.pending_reads.borrow_mut().clear();
+        self.waiter_count.set(0);
+        self.release_pending_space();
+        self.wake_apply_watchers();
     }
 
     async fn wait_for_pending_space(&self) {
@@ -410,37 +489,45 @@ impl Shard {
         let _ = receiver.recv_async().await;
     }
 
-    fn release_pending_space(&self) {
+    /// Wakes writers waiting for the waiter bound.
+    pub(crate) fn release_pending_space(&self) {
         // Dropping the senders wakes every waiter; they re-check the bound themselves.
         self.pending_space.borrow_mut().clear();
     }
 
-    /// Stop taking writes, flush the log, apply everything it made durable and close it.
+    /// Stop the driver, fail what is still waiting, and close the log.
     pub(crate) async fn close(&self) -> Result<(), WalError> {
         self.closing.set(true);
         let _ = self.doorbell.try_send(());
+        let driver = self.driver.borrow_mut().take();
+        if let Some(driver) = driver {
+            driver.await;
+        }
+        self.fail_waiters("shard closed");
         let closed = self.wal.close().await;
-        match &closed {
-            Ok(()) => {
-                // A clean close flushed every buffered record.
-                self.durable_lsn
-                    .set(self.durable_lsn.get().max(self.wal.durable_lsn()));
-                self.apply_durable();
-            }
-            Err(error) => self.fail_storage(error),
-        }
-        // Entries the log did not make durable (none after a clean close) have unknown outcome.
-        let leftover: Vec<PendingEntry> = self.pending.borrow_mut().drain(..).collect();
-        for entry in leftover {
-            let _ = entry
-                .outcome
-                .try_send(Err(ServiceError::Internal("shard closed".into())));
-        }
         if self.failed.get() {
             // The failure was already reported through readiness and the failed requests.
             return Ok(());
         }
         closed
+    }
+}
+
+/// Maps a refusal of the Raft core to the request's error.
+pub(crate) fn map_raft_error(error: MultiRaftError) -> ProposeError {
+    match error {
+        MultiRaftError::UnknownGroup { .. } => ProposeError::NotLeader { leader_hint: None },
+        MultiRaftError::Raft { source, .. } => match source {
+            RaftError::NotLeader { leader_hint } => ProposeError::NotLeader { leader_hint },
+            RaftError::TransferInProgress { target } => ProposeError::NotLeader {
+                leader_hint: Some(target),
+            },
+            RaftError::ProposalQueueFull { .. } | RaftError::ReadQueueFull { .. } => {
+                ServiceError::RaftUnavailable.into()
+            }
+            other => ServiceError::Internal(other.to_string()).into(),
+        },
+        other => ServiceError::Internal(other.to_string()).into(),
     }
 }
 

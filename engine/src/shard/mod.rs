@@ -7,17 +7,17 @@
 //! - `node`: [`start`], [`NodeHandle`], [`ShutdownSignal`], the startup handshake
 //!   and the shutdown sequence.
 //! - `recovery`: opening a shard's WAL and replaying it into its groups.
-//! - `local`: a shard's state and its pipelined write path (append, group commit, apply in log
-//!   order, fail-stop on storage failure).
-//! - [`group_log`]: per-group log positions of a single-voter group; the seam where the
-//!   replicated cluster swaps in a Raft node.
+//! - `local`: a shard's state: its Raft members, applied state machines, waiting requests, and
+//!   the write and read entry points (leader checks, 2 s commit wait, ReadIndex).
+//! - `driver`: the per-shard Raft loop (ticks, received envelopes, one fsync per batch of all
+//!   groups, apply in log order, snapshots, segment release).
 //! - `ops`: leader-side checks and outcome mapping for each operation.
 //! - `route`: the bounded queues that carry requests to the owning shard.
 //! - `handle`: [`EngineHandle`] and its `Service` implementation.
 //! - `layout`: the file that pins the shard and group counts of a data directory.
 
+mod driver;
 mod error;
-pub mod group_log;
 mod handle;
 mod layout;
 mod local;
@@ -28,6 +28,6 @@ mod route;
 
 pub use error::EngineError;
 pub use handle::EngineHandle;
-pub use local::SHARD_PENDING_ENTRIES_MAX;
+pub use local::{ProposeError, COMMIT_WAIT_MS, SHARD_PENDING_ENTRIES_MAX};
 pub use node::{start, NodeHandle, ShutdownSignal, NUM_GROUPS_MAX, SHARDS_MAX};
 pub use route::{SHARD_REQUESTS_IN_FLIGHT_MAX, SHARD_REQUEST_QUEUE_MAX};

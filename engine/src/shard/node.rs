@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use glommio::{LocalExecutorBuilder, Placement};
+use starcite_raft::multi::Envelope;
 
 use super::error::EngineError;
 use super::handle::EngineHandle;
@@ -31,6 +32,8 @@ use crate::api::NodeMode;
 use crate::config::EngineConfig;
 use crate::metrics;
 use crate::notify::NotifyHub;
+use crate::raftlog::transport::RAFT_INBOUND_ENVELOPES_MAX;
+use crate::raftlog::RaftInbox;
 use crate::wal::StorageFailure;
 
 /// Largest supported shard count (config.md: `STARCITE_SHARDS` 1..=1024).
@@ -210,6 +213,7 @@ impl NodeShared {
 pub struct NodeHandle {
     shutdown: ShutdownTrigger,
     shared: Arc<NodeShared>,
+    inbox: RaftInbox,
     executors: Vec<(u32, glommio::ExecutorJoinHandle<Result<(), EngineError>>)>,
 }
 
@@ -223,6 +227,11 @@ impl NodeHandle {
     /// The signal serve loops observe (also available from each `EngineHandle`).
     pub fn shutdown_signal(&self) -> ShutdownSignal {
         self.shared.shutdown.clone()
+    }
+
+    /// Where the transport delivers Raft envelopes addressed to this node.
+    pub fn raft_inbox(&self) -> RaftInbox {
+        self.inbox.clone()
     }
 
     /// Wait for every shard to stop; returns the first error (a shard panic or a failed close).
@@ -311,6 +320,10 @@ where
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shard_count)
         .map(|_| flume::bounded(SHARD_REQUEST_QUEUE_MAX))
         .unzip();
+    let (inbound_senders, inbound_receivers): (Vec<_>, Vec<_>) = (0..shard_count)
+        .map(|_| flume::bounded::<Envelope>(RAFT_INBOUND_ENVELOPES_MAX))
+        .unzip();
+    let inbox = RaftInbox::new(config.node_id(), inbound_senders);
     let (shutdown, shutdown_signal) = shutdown_pair();
     let shared = Arc::new(NodeShared {
         notify: Arc::new(NotifyHub::new()),
@@ -329,11 +342,13 @@ where
     let mut node = NodeHandle {
         shutdown,
         shared: shared.clone(),
+        inbox,
         executors: Vec::new(),
     };
     let mut go_senders = Vec::new();
     let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
-    for (shard_index, requests) in (0..shard_count).zip(receivers) {
+    let shard_queues = receivers.into_iter().zip(inbound_receivers);
+    for (shard_index, (requests, inbound)) in (0..shard_count).zip(shard_queues) {
         let placement = if shared.config.pin_shards {
             Placement::Fixed(shard_index as usize % cores)
         } else {
@@ -345,6 +360,7 @@ where
             shard_index,
             shared: shared.clone(),
             requests,
+            inbound,
             report: report_sender.clone(),
             go: go_receiver,
             arrival: BarrierArrival {
@@ -396,9 +412,11 @@ where
     }
     metrics::global().set_node_ready(shared.storage_failure().is_none());
     metrics::global().set_unarchived_bytes(shared.unarchived_bytes());
-    let groups = u64::from(shared.config.num_groups);
-    metrics::global().set_raft_groups(groups, 0, 0, 0);
-    metrics::global().set_raft_term_max(super::group_log::SINGLE_VOTER_TERM);
+    if shared.config.cluster.is_none() {
+        // Every group of a single node leads itself from startup on.
+        let groups = u64::from(shared.config.num_groups);
+        metrics::global().set_raft_groups(groups, 0, 0, 0);
+    }
     Ok(node)
 }
 
@@ -407,6 +425,7 @@ struct ShardContext {
     shard_index: u32,
     shared: Arc<NodeShared>,
     requests: flume::Receiver<ShardRequest>,
+    inbound: flume::Receiver<Envelope>,
     report: flume::Sender<StartupReport>,
     go: flume::Receiver<bool>,
     arrival: BarrierArrival,
@@ -422,6 +441,7 @@ where
         shard_index,
         shared,
         requests,
+        inbound,
         report,
         go,
         mut arrival,
@@ -446,7 +466,8 @@ where
         });
     }
 
-    glommio::spawn_local(shard.clone().run_applier(doorbell)).detach();
+    let driver = glommio::spawn_local(shard.clone().run_driver(doorbell, inbound)).detach();
+    *shard.driver.borrow_mut() = Some(driver);
     let request_loop = glommio::spawn_local(route::serve_requests(shard.clone(), requests));
     serve(EngineHandle::new(shard.clone())).await;
     shared.shutdown.wait().await;

@@ -1,5 +1,9 @@
 //! The operations a shard runs for the groups it owns: leader-side checks, proposing commands
 //! and mapping apply outcomes to API results. Shared by local calls and forwarded requests.
+//!
+//! Writes run their checks on the leader once its no-op is applied; reads are confirmed as
+//! linearizable first (`Shard::linearizable_read`). A member that does not lead answers
+//! [`ProposeError::NotLeader`], which the API of this node reports as `raft_unavailable`.
 
 use crate::api::{
     AppendReply, AppendRequest, CreateSession, EventBatch, ServiceError, SessionRecord,
@@ -7,7 +11,9 @@ use crate::api::{
 use crate::metrics;
 use crate::state::{ApplyOutcome, Command};
 
-use super::local::Shard;
+use std::time::{Duration, Instant};
+
+use super::local::{ProposeError, Shard, COMMIT_WAIT_MS};
 
 fn unexpected(outcome: &ApplyOutcome) -> ServiceError {
     ServiceError::Internal(format!("unexpected apply outcome {outcome:?}"))
@@ -23,7 +29,11 @@ pub(crate) async fn create(
         session: request,
         stamp_us: 0,
     };
-    match shard.propose(group_id, command).await? {
+    match shard
+        .propose(group_id, command)
+        .await
+        .map_err(ProposeError::into_service)?
+    {
         ApplyOutcome::Created(record) => Ok(record),
         ApplyOutcome::Rejected(error) => Err(error),
         other => Err(unexpected(&other)),
@@ -36,6 +46,7 @@ pub(crate) async fn append(
     group_id: u32,
     request: AppendRequest,
 ) -> Result<AppendReply, ServiceError> {
+    leader_checks_ready(shard, group_id).await?;
     if !shard.with_group(group_id, |group| group.contains(&request.session_id)) {
         return Err(ServiceError::SessionNotFound);
     }
@@ -52,7 +63,11 @@ pub(crate) async fn append(
         expected_seq: request.expected_seq,
         stamp_us: 0,
     };
-    match shard.propose(group_id, command).await? {
+    match shard
+        .propose(group_id, command)
+        .await
+        .map_err(ProposeError::into_service)?
+    {
         ApplyOutcome::Appended { reply, .. } => Ok(reply),
         ApplyOutcome::Rejected(error) => Err(error),
         other => Err(unexpected(&other)),
@@ -66,12 +81,14 @@ pub(crate) async fn ack_archived(
     session_id: String,
     upto: u64,
 ) -> Result<u64, ServiceError> {
+    leader_checks_ready(shard, group_id).await?;
     if !shard.with_group(group_id, |group| group.contains(&session_id)) {
         return Err(ServiceError::SessionNotFound);
     }
     match shard
         .propose(group_id, Command::AckArchived { session_id, upto })
-        .await?
+        .await
+        .map_err(ProposeError::into_service)?
     {
         ApplyOutcome::Acked { archived_seq, .. } => Ok(archived_seq),
         ApplyOutcome::Rejected(error) => Err(error),
@@ -79,24 +96,41 @@ pub(crate) async fn ack_archived(
     }
 }
 
-/// Read a session record from applied state.
-pub(crate) fn get(
+/// Wait until this member may run leader-side checks (it leads and applied its no-op).
+async fn leader_checks_ready(shard: &Shard, group_id: u32) -> Result<(), ServiceError> {
+    let deadline = Instant::now() + Duration::from_millis(COMMIT_WAIT_MS);
+    shard
+        .wait_leader_ready(group_id, deadline)
+        .await
+        .map_err(ProposeError::into_service)
+}
+
+/// Read a session record from applied state, after confirming the read is linearizable.
+pub(crate) async fn get(
     shard: &Shard,
     group_id: u32,
     session_id: &str,
 ) -> Result<SessionRecord, ServiceError> {
     shard
+        .linearizable_read(group_id)
+        .await
+        .map_err(ProposeError::into_service)?;
+    shard
         .with_group(group_id, |group| group.session(session_id))
         .ok_or(ServiceError::SessionNotFound)
 }
 
-/// Read events from applied state.
-pub(crate) fn read(
+/// Read events from applied state, after confirming the read is linearizable.
+pub(crate) async fn read(
     shard: &Shard,
     group_id: u32,
     session_id: &str,
     cursor: u64,
     limit: u32,
 ) -> Result<EventBatch, ServiceError> {
+    shard
+        .linearizable_read(group_id)
+        .await
+        .map_err(ProposeError::into_service)?;
     shard.with_group(group_id, |group| group.read(session_id, cursor, limit))
 }

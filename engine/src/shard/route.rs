@@ -115,7 +115,7 @@ async fn handle(shard: &Shard, request: ShardRequest) {
             session_id,
             reply,
         } => {
-            let _ = reply.send(ops::get(shard, group_id, &session_id));
+            let _ = reply.send(ops::get(shard, group_id, &session_id).await);
         }
         ShardRequest::Read {
             group_id,
@@ -124,7 +124,7 @@ async fn handle(shard: &Shard, request: ShardRequest) {
             limit,
             reply,
         } => {
-            let _ = reply.send(ops::read(shard, group_id, &session_id, cursor, limit));
+            let _ = reply.send(ops::read(shard, group_id, &session_id, cursor, limit).await);
         }
         ShardRequest::List { query, reply } => {
             let _ = reply.send(Ok(shard.list(&query)));

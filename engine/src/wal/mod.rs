@@ -170,6 +170,17 @@ pub enum WalRecord {
         /// Highest index known committed.
         commit: u64,
     },
+    /// `group` installed a snapshot received from its leader, covering the log up to `index`
+    /// (of `term`): every entry of the group written before this record is void. The snapshot's
+    /// data lives in the group's snapshot file, written and synced before this record.
+    SnapshotInstalled {
+        /// Raft group id.
+        group: u32,
+        /// Last log index the snapshot covers.
+        index: u64,
+        /// Term of that entry.
+        term: u64,
+    },
 }
 
 /// What recovery found.

@@ -24,8 +24,12 @@ pub const ENTRY_PAYLOAD_BYTES_MAX: u64 = RECORD_BYTES_MAX - FRAME_HEADER_BYTES -
 const KIND_ENTRY: u8 = 1;
 /// Kind byte of [`WalRecord::HardState`].
 const KIND_HARD_STATE: u8 = 2;
-// Reserved for later kinds, never written by format version 1:
-// 3 = Truncate { group, from_index }, 4 = snapshot marker.
+// Kind 3 (an explicit truncation) stays reserved: an `Entry` at an index the group already
+// holds truncates the suffix implicitly on replay, exactly as Raft's append does.
+/// Kind byte of [`WalRecord::SnapshotInstalled`].
+const KIND_SNAPSHOT_INSTALLED: u8 = 4;
+/// Body of a `SnapshotInstalled`: kind, group, index, term.
+const SNAPSHOT_INSTALLED_BYTES: u64 = 1 + 4 + 8 + 8;
 
 const _: () = assert!(RECORD_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(ENTRY_PAYLOAD_BYTES_MAX > 0);
@@ -39,6 +43,7 @@ fn body_bytes(record: &WalRecord) -> u64 {
     match record {
         WalRecord::Entry { payload, .. } => ENTRY_FIXED_BYTES + payload.len() as u64,
         WalRecord::HardState { .. } => HARD_STATE_BYTES,
+        WalRecord::SnapshotInstalled { .. } => SNAPSHOT_INSTALLED_BYTES,
     }
 }
 
@@ -75,6 +80,12 @@ pub fn encode_record(record: &WalRecord, out: &mut Vec<u8>) {
             out.extend_from_slice(&term.to_le_bytes());
             out.extend_from_slice(&vote.to_le_bytes());
             out.extend_from_slice(&commit.to_le_bytes());
+        }
+        WalRecord::SnapshotInstalled { group, index, term } => {
+            out.push(KIND_SNAPSHOT_INSTALLED);
+            out.extend_from_slice(&group.to_le_bytes());
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&term.to_le_bytes());
         }
     }
     let crc = crc32c::crc32c(&out[start + 4..]);
@@ -160,6 +171,16 @@ fn decode_body(body: &[u8]) -> Result<WalRecord, &'static str> {
                 commit: read_u64(body, 21),
             })
         }
+        Some(KIND_SNAPSHOT_INSTALLED) => {
+            if len != SNAPSHOT_INSTALLED_BYTES {
+                return Err("snapshot marker body has the wrong length");
+            }
+            Ok(WalRecord::SnapshotInstalled {
+                group: read_u32(body, 1),
+                index: read_u64(body, 5),
+                term: read_u64(body, 13),
+            })
+        }
         _ => Err("unknown record kind"),
     }
 }
@@ -237,6 +258,11 @@ mod tests {
                 term: 9,
                 vote: 2,
                 commit: 100,
+            },
+            WalRecord::SnapshotInstalled {
+                group: 5,
+                index: 4096,
+                term: 7,
             },
         ]
     }

@@ -86,6 +86,11 @@ impl TestNode {
             .unwrap_or_else(|error| panic!("job on shard {shard} did not finish: {error}"))
     }
 
+    /// Where the Raft transport delivers this node's envelopes.
+    pub fn raft_inbox(&self) -> starcite_engine::raftlog::RaftInbox {
+        self.node.as_ref().unwrap().raft_inbox()
+    }
+
     /// Shut down and wait; returns the node's stop result.
     pub fn stop(mut self) -> Result<(), EngineError> {
         let node = self.node.take().unwrap();
