@@ -54,6 +54,11 @@ enum Command {
     Version,
 }
 
+// Every shard allocates request buffers, JSON values and frames per request; glibc's malloc
+// spends measurable time consolidating and re-protecting arenas under that load.
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

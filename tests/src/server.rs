@@ -33,9 +33,9 @@ pub fn starcite_binary() -> PathBuf {
             command
                 .current_dir(&workspace)
                 .args(["build", "-q", "-p", "starcite"]);
-            if release {
-                command.arg("--release");
-            }
+            // The test profile reuses the dependencies `cargo test` just compiled (and its
+            // opt-level), instead of building everything a second time with the dev profile.
+            command.args(["--profile", if release { "release" } else { "test" }]);
             let status = command.status().expect("run cargo build -p starcite");
             assert!(status.success(), "cargo build -p starcite failed");
             let target = std::env::var("CARGO_TARGET_DIR")
