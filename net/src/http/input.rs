@@ -6,8 +6,13 @@ use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Bytes requested from the stream per read.
+/// Bytes requested from the stream per read of a body.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes requested per buffered read (request heads, chunked framing). Small, because the buffer
+/// keeps this capacity for the life of a keep-alive connection, and heads are at most
+/// [`super::HEAD_BYTES_MAX`] anyway.
+pub const FILL_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Why a read did not deliver bytes.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +61,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Input<T> {
     /// Read more bytes into the buffer, waiting at most until `deadline`.
     pub async fn fill(&mut self, deadline: Instant) -> Result<usize, InputError> {
         let start = self.buffer.len();
-        self.buffer.resize(start + READ_CHUNK_BYTES, 0);
+        self.buffer.resize(start + FILL_CHUNK_BYTES, 0);
         let result = read_until(&mut self.stream, &mut self.buffer[start..], deadline).await;
         let read = match &result {
             Ok(read) => *read,
@@ -114,9 +119,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Input<T> {
         &mut self.stream
     }
 
-    /// The stream and the unconsumed bytes.
+    /// The stream and the unconsumed bytes. The bytes are returned without the buffer's spare
+    /// capacity: after an upgrade they seed the WebSocket's read buffer, which lives as long as
+    /// the tail, and idle tails must stay small (tail.md §5).
     pub fn into_parts(self) -> (T, Vec<u8>) {
-        (self.stream, self.buffer)
+        let mut leftover = self.buffer;
+        leftover.shrink_to_fit();
+        (self.stream, leftover)
     }
 }
 
