@@ -2,8 +2,11 @@
 //! generator (`bench`), a local cluster launcher (`dev`) and `version`.
 
 mod bench;
+mod cluster;
 mod config;
+mod dev;
 mod logging;
+mod ops;
 mod serve;
 mod signals;
 
@@ -45,11 +48,7 @@ enum Command {
     /// Load generator: durable appends against a running node, or the disk's fsync floor.
     Bench(bench::BenchArgs),
     /// Start a local cluster of N nodes on loopback.
-    #[command(disable_help_flag = true)]
-    Dev {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
-        arguments: Vec<String>,
-    },
+    Dev(dev::DevArgs),
     /// Print the version.
     Version,
 }
@@ -63,19 +62,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { arguments } => serve_command(&arguments),
-        Command::Ops { .. } => not_yet_implemented("ops"),
-        Command::Dev { .. } => not_yet_implemented("dev"),
+        Command::Ops { arguments } => ops::run(&arguments),
+        Command::Dev(arguments) => dev::run(arguments),
         Command::Bench(arguments) => report_failure(bench::run(arguments)),
         Command::Version => {
             println!("starcite {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
     }
-}
-
-fn not_yet_implemented(command: &str) -> ExitCode {
-    eprintln!("starcite: {command}: not yet implemented");
-    ExitCode::from(EXIT_USAGE)
 }
 
 /// Prints a fatal error as one `starcite: <message>` line and exits 1.

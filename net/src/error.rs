@@ -125,6 +125,18 @@ pub const INVALID_WEBSOCKET_UPGRADE: FixedError =
 /// 400 `invalid_session`.
 pub const INVALID_SESSION: FixedError =
     ApiError::fixed(400, "invalid_session").with_message("Invalid session payload");
+/// 400 `invalid_write_node` (ops API: not a configured write node).
+pub const INVALID_WRITE_NODE: FixedError =
+    ApiError::fixed(400, "invalid_write_node").with_message("Invalid write node");
+/// 400 `invalid_group_id` (ops API: not a decimal group id below `num_groups`).
+pub const INVALID_GROUP_ID: FixedError =
+    ApiError::fixed(400, "invalid_group_id").with_message("Invalid write group id");
+/// 400 `invalid_session_id` (ops API: empty `session_id`).
+pub const INVALID_SESSION_ID: FixedError =
+    ApiError::fixed(400, "invalid_session_id").with_message("Invalid session id");
+/// 400 `invalid_timeout` (ops API: `timeout_ms` not a positive integer).
+pub const INVALID_TIMEOUT: FixedError =
+    ApiError::fixed(400, "invalid_timeout").with_message("Invalid timeout value");
 /// 400 `invalid_json`.
 pub const INVALID_JSON: FixedError =
     ApiError::fixed(400, "invalid_json").with_message("Malformed JSON body");

@@ -11,15 +11,20 @@
 //! - [`routes`]: route matching, the global check order and the handlers.
 //! - [`tail`]: the WebSocket tail: delivery procedure, slow consumers, close codes.
 //! - [`server`]: the per-shard accept loop that ties it together.
+//! - [`ops`]: the ops listener: readiness composition, drain, the ops API, the control-plane
+//!   seam that the cluster fills in.
+//! - [`shutdown`]: what the listeners observe of the graceful shutdown sequence.
 
 pub mod auth;
 pub mod error;
 pub mod http;
 pub mod listen;
+pub mod ops;
 pub mod peer;
 pub mod query;
 pub mod routes;
 pub mod server;
+pub mod shutdown;
 pub mod tail;
 pub mod tls;
 pub mod validate;

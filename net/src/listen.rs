@@ -29,3 +29,18 @@ pub fn bind_reusable(address: SocketAddr) -> io::Result<TcpListener> {
     // SAFETY: the descriptor is a freshly created listening socket that we own and hand over.
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
+
+/// Fail when another socket listens on `address`. Binding with `SO_REUSEADDR` (and without
+/// `SO_REUSEPORT`) succeeds over connections of an earlier run that linger in `TIME_WAIT` — a
+/// node that closed connections itself during a graceful shutdown leaves those — but not over a
+/// live listener, which the shards' `SO_REUSEPORT` listeners would otherwise share silently.
+pub fn ensure_free(address: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1)
+}

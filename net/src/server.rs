@@ -1,4 +1,4 @@
-//! The per-shard accept loop of the public listener.
+//! The per-shard accept loop of the public listener (also used by the ops listener).
 //!
 //! Every shard executor calls [`serve`] with the same address. [`crate::listen::bind_reusable`]
 //! sets `SO_REUSEPORT`, so each shard owns a listening socket on the same port and the kernel
@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -17,9 +18,11 @@ use starcite_engine::api::Service;
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::error::NetError;
-use crate::http::connection::serve_connection;
-use crate::http::Limits;
+use crate::http::connection::serve_connection_until;
+use crate::http::{Handler, Limits};
+use crate::ops::NodeState;
 use crate::routes::ApiHandler;
+use crate::shutdown::ShutdownHooks;
 use crate::tls::{load_tls, TlsConfig};
 
 /// Default public listener port (`PORT`).
@@ -94,16 +97,69 @@ pub async fn serve_listener<S: Service>(
     service: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NetError> {
-    let address = listener
-        .local_addr()
-        .map_err(|error| NetError::Io(error.into()))?;
+    serve_public(
+        listener,
+        config,
+        service,
+        None,
+        ShutdownHooks::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve_listener`] for a node: readiness composed from `node` (ops.md §2; storage only when
+/// `None`), and the graceful shutdown of ops.md §6 through `hooks`. Stops accepting when
+/// `shutdown` resolves or [`ShutdownHooks::stop_accepting`] fires.
+pub async fn serve_public<S: Service>(
+    listener: TcpListener,
+    config: Rc<NetConfig>,
+    service: S,
+    node: Option<Arc<NodeState>>,
+    hooks: ShutdownHooks,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NetError> {
     let authenticator = Authenticator::new(&config.auth)?;
     let tls = match &config.tls {
         Some(tls) => Some(futures_rustls::TlsAcceptor::from(load_tls(tls)?)),
         None => None,
     };
-    let handler = ApiHandler::new(service, config.clone(), Rc::new(authenticator));
-    let permits = Rc::new(Semaphore::new(config.connections_max as u64));
+    let handler = ApiHandler::new(service, config.clone(), Rc::new(authenticator))
+        .with_node(node)
+        .with_shutdown(hooks.clone());
+    let settings = AcceptSettings {
+        limits: config.limits.clone(),
+        connections_max: config.connections_max,
+        tls,
+    };
+    accept_connections(listener, handler, settings, &hooks, shutdown).await
+}
+
+/// How a listener accepts and serves its connections.
+pub(crate) struct AcceptSettings {
+    /// Limits of each connection.
+    pub(crate) limits: Limits,
+    /// Most open connections of this listener on this shard.
+    pub(crate) connections_max: usize,
+    /// HTTPS when set.
+    pub(crate) tls: Option<futures_rustls::TlsAcceptor>,
+}
+
+/// The accept loop shared by the public and the ops listener: one task per connection, at most
+/// `connections_max` at once, until `shutdown` resolves or `hooks.stop_accepting` fires (the
+/// listening socket is closed when this returns).
+pub(crate) async fn accept_connections<H: Handler>(
+    listener: TcpListener,
+    handler: H,
+    settings: AcceptSettings,
+    hooks: &ShutdownHooks,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NetError> {
+    let address = listener
+        .local_addr()
+        .map_err(|error| NetError::Io(error.into()))?;
+    let limits = Rc::new(settings.limits);
+    let permits = Rc::new(Semaphore::new(settings.connections_max as u64));
     let accept_loop = async {
         loop {
             // Taking the permit before accepting leaves excess clients in the kernel backlog
@@ -124,23 +180,26 @@ pub async fn serve_listener<S: Service>(
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "set TCP_NODELAY failed");
             }
+            let counted = hooks.counts.connection();
             let handler = handler.clone();
-            let config = config.clone();
-            let tls = tls.clone();
+            let limits = limits.clone();
+            let tls = settings.tls.clone();
+            let closing = hooks.stop_accepting.clone();
             glommio::spawn_local(async move {
                 match tls {
-                    None => serve_connection(stream, handler, &config.limits).await,
+                    None => serve_connection_until(stream, handler, &limits, Some(&closing)).await,
                     Some(acceptor) => {
                         let handshake = async { Some(acceptor.accept(stream).await) };
                         let deadline = async {
-                            glommio::timer::sleep(config.limits.read_timeout).await;
+                            glommio::timer::sleep(limits.read_timeout).await;
                             None
                         };
                         // A client that is not speaking TLS (or stalls in the handshake) is
                         // dropped without an answer.
                         match future::or(handshake, deadline).await {
                             Some(Ok(stream)) => {
-                                serve_connection(stream, handler, &config.limits).await;
+                                serve_connection_until(stream, handler, &limits, Some(&closing))
+                                    .await;
                             }
                             Some(Err(error)) => {
                                 tracing::debug!(%error, "TLS handshake failed");
@@ -149,13 +208,14 @@ pub async fn serve_listener<S: Service>(
                         }
                     }
                 }
+                drop(counted);
                 drop(permit);
             })
             .detach();
         }
     };
     let stop = async {
-        shutdown.await;
+        future::or(shutdown, hooks.stop_accepting.wait()).await;
         Ok(())
     };
     future::or(accept_loop, stop).await

@@ -4,11 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod http;
+pub mod ops;
 pub mod server;
 pub mod tail;
 
 pub use http::{HttpClient, Response};
+pub use ops::{run_ops, OpsRun};
 pub use server::{starcite_binary, Server, ServerOptions};
 pub use tail::TailClient;
 

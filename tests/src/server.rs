@@ -196,6 +196,56 @@ impl Server {
         }
     }
 
+    /// Start again on the same data dir and ports without waiting for readiness (a drained
+    /// node never becomes ready); waits until `/health/live` answers.
+    pub fn restart_live(&mut self) {
+        self.kill9();
+        let wait_ready = std::mem::replace(&mut self.options.wait_ready, false);
+        self.spawn();
+        self.options.wait_ready = wait_ready;
+        self.wait_live();
+    }
+
+    /// Wait until `/health/live` answers 200 on the public listener.
+    pub fn wait_live(&mut self) {
+        let addr = self.http_addr;
+        wait_for("/health/live = 200", STARTUP_TIMEOUT, || {
+            if let Some(status) = self.try_exit_status() {
+                panic!(
+                    "starcite exited during startup with {status}; log:\n{}",
+                    self.log()
+                );
+            }
+            let mut client = HttpClient::connect(addr).ok()?;
+            let response = client.get("/health/live").ok()?;
+            (response.status == 200).then_some(())
+        });
+    }
+
+    /// Send `signal` to the node without waiting.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = self.child.as_ref() {
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
+    /// The exit status if the node exited within `timeout` (it is reaped then).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit_status() {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
@@ -203,6 +253,14 @@ impl Server {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
         child.wait().ok()
+    }
+
+    /// Change (or with `None` remove) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(value) => self.options.env.insert(key.to_string(), value.to_string()),
+            None => self.options.env.remove(key),
+        };
     }
 
     /// Start again on the same data dir and ports (after `kill9` or `terminate`).

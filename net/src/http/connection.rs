@@ -17,6 +17,7 @@ use super::parse::{decide_framing, parse_head, BodyFraming, RequestHead};
 use super::response::{Response, ROUTE_UNMATCHED};
 use super::{Body, Handler, Limits, Reply, Request, LINGER_BYTES_MAX, LINGER_TIMEOUT};
 use crate::error::{FixedError, BAD_REQUEST, INTERNAL_SERVER_ERROR};
+use crate::shutdown::Latch;
 
 /// Longest incoming `x-request-id` kept (T14).
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
@@ -37,9 +38,25 @@ where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
     H: Handler,
 {
+    serve_connection_until(stream, handler, limits, None).await
+}
+
+/// [`serve_connection`] that winds down once `closing` fires (graceful shutdown, ops.md §6): an
+/// idle keep-alive connection closes at once, and a request in flight gets its response with
+/// `Connection: close` and then the connection closes.
+pub async fn serve_connection_until<T, H>(
+    stream: T,
+    handler: H,
+    limits: &Limits,
+    closing: Option<&Latch>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    H: Handler,
+{
     let mut input = Input::new(stream);
+    let is_closing = || closing.is_some_and(Latch::is_fired);
     loop {
-        let Some((head, received_at)) = read_head(&mut input, limits).await else {
+        let Some((head, received_at)) = read_head(&mut input, limits, closing).await else {
             return;
         };
         let request_deadline = received_at + limits.read_timeout;
@@ -117,6 +134,9 @@ where
         };
         match reply {
             Reply::Respond(mut response) => {
+                if is_closing() && matches!(after, After::Continue) {
+                    after = After::Close;
+                }
                 let close = !matches!(after, After::Continue);
                 if !close && http_1_0 {
                     // HTTP/1.0 closes by default; say explicitly that this connection stays.
@@ -155,8 +175,13 @@ where
 }
 
 /// Wait for and parse the next request head. `None` closes the connection (peer closed, timeout,
-/// or an unparseable head that has already been answered).
-async fn read_head<T>(input: &mut Input<T>, limits: &Limits) -> Option<(RequestHead, Instant)>
+/// `closing` fired before any byte of a next request arrived, or an unparseable head that has
+/// already been answered).
+async fn read_head<T>(
+    input: &mut Input<T>,
+    limits: &Limits,
+    closing: Option<&Latch>,
+) -> Option<(RequestHead, Instant)>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
@@ -181,7 +206,22 @@ where
             Some(started) => started + limits.read_timeout,
             None => idle_deadline,
         };
-        match input.fill(deadline).await {
+        let filled = match (received_at, closing) {
+            // Idle between requests: shutdown ends the connection instead of waiting for the
+            // next request. A request that has started is read and answered.
+            (None, Some(closing)) => {
+                if closing.is_fired() {
+                    return None;
+                }
+                let stop = async {
+                    closing.wait().await;
+                    Err(InputError::Closed)
+                };
+                input.fill(deadline).or(stop).await
+            }
+            _ => input.fill(deadline).await,
+        };
+        match filled {
             Ok(_) => {
                 received_at.get_or_insert_with(Instant::now);
             }
@@ -243,13 +283,13 @@ fn record(response: &Response, method: &str, path: &str, request_id: &str, recei
         response.status,
         duration,
     );
-    tracing::info!(
+    // Debug, not info: one line per request at tens of thousands of requests per second would cost
+    // more than the request itself. The message carries everything, so text logs show it too.
+    tracing::debug!(
         request_id = %request_id,
-        method = %method,
-        path = %path,
-        status = response.status,
-        duration_us = duration.as_micros() as u64,
-        "request"
+        "request {method} {path} {} {}us request_id={request_id}",
+        response.status,
+        duration.as_micros()
     );
 }
 

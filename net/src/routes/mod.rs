@@ -11,8 +11,9 @@ pub mod sessions;
 pub mod system;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{future, AsyncRead, AsyncWrite};
 use serde_json::{Map, Value};
 use starcite_engine::api::Service;
 
@@ -23,9 +24,11 @@ use crate::error::{
 };
 use crate::http::response::ROUTE_UNMATCHED;
 use crate::http::{Body, Handler, Reply, Request, RequestHead, Response};
+use crate::ops::NodeState;
 use crate::query::{decode_path_segment, parse_query};
 use crate::server::NetConfig;
-use crate::tail::TailParams;
+use crate::shutdown::ShutdownHooks;
+use crate::tail::{ServerClose, TailParams};
 
 /// A matched route with its path parameter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,6 +220,8 @@ pub struct ApiHandler<S> {
     service: S,
     config: Rc<NetConfig>,
     authenticator: Rc<Authenticator>,
+    node: Option<Arc<NodeState>>,
+    shutdown: ShutdownHooks,
 }
 
 impl<S: Service> ApiHandler<S> {
@@ -230,7 +235,22 @@ impl<S: Service> ApiHandler<S> {
             service,
             config,
             authenticator,
+            node: None,
+            shutdown: ShutdownHooks::default(),
         }
+    }
+
+    /// Compose readiness from the node's drain mark, consensus probe and observer view
+    /// (ops.md §2) instead of storage alone.
+    pub fn with_node(mut self, node: Option<Arc<NodeState>>) -> ApiHandler<S> {
+        self.node = node;
+        self
+    }
+
+    /// Count tails and close them with 1001 `server_shutdown` when the node shuts down.
+    pub fn with_shutdown(mut self, shutdown: ShutdownHooks) -> ApiHandler<S> {
+        self.shutdown = shutdown;
+        self
     }
 
     /// Steps 1–6 of §1.1, then the route.
@@ -319,7 +339,7 @@ impl<S: Service> ApiHandler<S> {
                 events::tail_upgrade(service, &call, id, self.config.tail_buffer_events).await
             }
             Route::HealthLive => respond(system::live()),
-            Route::HealthReady => respond(system::ready(service)),
+            Route::HealthReady => respond(system::ready(service, self.node.as_deref())),
             Route::Metrics => respond(system::metrics(service)),
         }
     }
@@ -340,9 +360,22 @@ impl<S: Service> Handler for ApiHandler<S> {
     where
         T: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        // The token's expiry and periodic re-validation end the tail with 4001 (tail.md §6).
+        let _counted = self.shutdown.counts.tail();
+        // The token's expiry and periodic re-validation end the tail with 4001, the node's
+        // shutdown with 1001 (tail.md §6).
         let authenticator = self.authenticator.clone();
-        let stop = async move { authenticator.watch(upgrade.credential).await };
+        let close_tails = self.shutdown.close_tails.clone();
+        let shutdown = async move {
+            match close_tails {
+                Some(signal) => signal.wait().await,
+                None => future::pending().await,
+            }
+            ServerClose::Shutdown
+        };
+        let stop = future::or(
+            async move { authenticator.watch(upgrade.credential).await },
+            shutdown,
+        );
         crate::tail::serve_websocket_until(
             stream,
             leftover,

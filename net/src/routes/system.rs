@@ -1,7 +1,7 @@
 //! Health, readiness, metrics (http-api.md §11, ops.md §1–§2) and the token issue route (§10).
 
 use serde_json::{json, Map, Value};
-use starcite_engine::api::{Principal, PrincipalType, Service};
+use starcite_engine::api::{NodeMode, NotReady, Principal, PrincipalType, Service};
 use starcite_engine::metrics;
 
 use super::Call;
@@ -11,6 +11,7 @@ use crate::error::{
     FixedError, FORBIDDEN, FORBIDDEN_SCOPE, FORBIDDEN_TENANT, INVALID_ISSUE_REQUEST,
 };
 use crate::http::Response;
+use crate::ops::NodeState;
 
 /// `Content-Type` of `/metrics` (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -20,10 +21,21 @@ pub fn live() -> Response {
     Response::json_value(200, &json!({"status": "ok"}))
 }
 
-/// `GET /health/ready`.
-pub fn ready<S: Service>(service: &S) -> Response {
-    let mode = service.mode().as_str();
-    match service.readiness() {
+/// `GET /health/ready` on either listener: storage from the engine, then — when the node's
+/// control state is given — drain, consensus and observer rows (ops.md §2, one composition in
+/// [`NodeState::readiness`]).
+pub fn ready<S: Service>(service: &S, node: Option<&NodeState>) -> Response {
+    let readiness = match node {
+        Some(node) => node.readiness(service.readiness()),
+        None => service.readiness(),
+    };
+    readiness_response(service.mode(), readiness)
+}
+
+/// The `200`/`503` body of `/health/ready` for a readiness result.
+pub fn readiness_response(mode: NodeMode, readiness: Result<(), NotReady>) -> Response {
+    let mode = mode.as_str();
+    match readiness {
         Ok(()) => Response::json_value(200, &json!({"status": "ok", "mode": mode})),
         Err(not_ready) => {
             let mut body = Map::new();
