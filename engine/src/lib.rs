@@ -4,6 +4,8 @@
 //!
 //! Module map:
 //! - [`api`]: the narrow API that `net/` is generic over ([`api::Service`]).
+//! - [`archiver`]: the archive tier: archiver loop, cold reads, read cache, budget reclamation.
+//! - [`cluster`]: node ids, placement, routing over the peer transport, forwarded requests.
 //! - [`config`]: engine settings, filled in by `bin/` from the environment and flags.
 //! - [`placement`]: the exact session → group hash and group → replica placement.
 //! - [`time`]: the single timestamp format.
@@ -16,6 +18,8 @@
 //! - [`metrics`]: the process-wide Prometheus registry.
 
 pub mod api;
+pub mod archiver;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod notify;

@@ -26,6 +26,7 @@ use starcite_raft::{
 
 use super::local::Shard;
 use crate::api::ServiceError;
+use crate::cluster::ClusterLink;
 use crate::metrics;
 use crate::raftlog::wire::encode_envelope;
 use crate::state::{ApplyOutcome, Command, GroupState};
@@ -198,6 +199,9 @@ impl Shard {
             for read_state in work.read_states {
                 self.confirm_read(read_state);
             }
+            if let (Some(soft_state), Some(link)) = (&work.soft_state, &self.node.config.link) {
+                link.observe_leader(group_id, soft_state.leader);
+            }
             woke |= work.soft_state.is_some();
         }
         if woke {
@@ -342,6 +346,14 @@ impl Shard {
         let slot = self.slot_of(group_id);
         let mut completed = 0;
         let mut last_index = None;
+        // Only the leader fans commit notifications out to the nodes without a replica
+        // (cluster.md §4); replicas publish on their own apply.
+        let fan_out = self.node.config.link.as_deref().filter(|_| {
+            self.raft
+                .borrow()
+                .group(group_id)
+                .is_some_and(|node| node.role() == Role::Leader)
+        });
         {
             let mut groups = self.groups.borrow_mut();
             let group = &mut groups[slot];
@@ -378,7 +390,12 @@ impl Shard {
                                 (command, None)
                             }
                         };
-                        let outcome = self.apply_command(&mut group.state, entry.index, &command);
+                        let outcome = self.apply_command(
+                            &mut group.state,
+                            entry.index,
+                            &command,
+                            fan_out.map(|link| (link, group_id)),
+                        );
                         if let Some(sender) = outcome_sender {
                             // The request may have gone away; the entry is applied all the same.
                             let _ = sender.try_send(Ok(outcome));
@@ -398,7 +415,13 @@ impl Shard {
         self.maybe_snapshot(group_id)
     }
 
-    fn apply_command(&self, state: &mut GroupState, index: u64, command: &Command) -> ApplyOutcome {
+    fn apply_command(
+        &self,
+        state: &mut GroupState,
+        index: u64,
+        command: &Command,
+        fan_out: Option<(&ClusterLink, GroupId)>,
+    ) -> ApplyOutcome {
         let last_seq_before = match command {
             Command::AppendEvents { session_id, .. } => {
                 state.session(session_id).map(|record| record.last_seq)
@@ -421,10 +444,16 @@ impl Shard {
                 "seq not contiguous"
             );
         }
+        if let (Some(archive), ApplyOutcome::Appended { .. }) = (&self.node.archive, &outcome) {
+            archive.note_applied_write(self.node.unarchived_bytes());
+        }
         if let ApplyOutcome::Appended { notifications, .. } = &outcome {
             let session_id = command.session_id();
             for notification in notifications {
                 self.node.notify.publish(session_id, *notification);
+                if let Some((link, group_id)) = fan_out {
+                    link.fan_out_notification(group_id, session_id, *notification);
+                }
             }
         }
         outcome

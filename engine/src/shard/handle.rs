@@ -14,6 +14,7 @@ use crate::api::{
     AppendReply, AppendRequest, CreateSession, EventBatch, ListPage, ListQuery, NodeMode, NotReady,
     Service, ServiceError, SessionRecord, Subscription,
 };
+use crate::cluster::{router, ClusterLink, RoutedOp, RoutedReply};
 use crate::config::EngineConfig;
 use crate::notify::NotifyHub;
 use crate::placement;
@@ -29,6 +30,16 @@ pub struct EngineHandle {
 impl EngineHandle {
     pub(crate) fn new(shard: Rc<Shard>) -> Self {
         EngineHandle { shard }
+    }
+
+    /// This shard's state.
+    pub(crate) fn shard(&self) -> &Rc<Shard> {
+        &self.shard
+    }
+
+    /// The cluster link, when requests are routed over the peer transport.
+    fn link(&self) -> Option<Arc<ClusterLink>> {
+        self.shard.node.config.link.clone()
     }
 
     /// Index of the shard this handle runs on.
@@ -61,6 +72,15 @@ impl EngineHandle {
         self.shard.node.unarchived_bytes()
     }
 
+    /// Current bytes `C` of the archive read cache (0 without an archive tier).
+    pub fn archive_cache_bytes(&self) -> u64 {
+        self.shard
+            .node
+            .archive
+            .as_ref()
+            .map_or(0, |archive| archive.cache_bytes())
+    }
+
     /// `(group_id, applied_index)` of every group of this shard, for tests and status.
     pub fn applied_indexes(&self) -> Vec<(u32, u64)> {
         self.shard.applied_indexes()
@@ -91,6 +111,16 @@ impl EngineHandle {
     /// Commit `ack_archived(session, upto)` (semantics.md §8); returns the session's
     /// `archived_seq` afterwards. Only the archiver calls this.
     pub async fn ack_archived(&self, session_id: &str, upto: u64) -> Result<u64, ServiceError> {
+        if let Some(link) = self.link() {
+            let op = RoutedOp::AckArchived {
+                session_id: session_id.to_string(),
+                upto,
+            };
+            return match router::route(self, &link, op).await? {
+                RoutedReply::Acked(archived_seq) => Ok(archived_seq),
+                other => Err(router::unexpected(&other)),
+            };
+        }
         let (group_id, owner) = self.owner_of(session_id);
         let session_id = session_id.to_string();
         if owner == self.shard_index() {
@@ -128,6 +158,12 @@ impl EngineHandle {
 
 impl Service for EngineHandle {
     async fn create_session(&self, request: CreateSession) -> Result<SessionRecord, ServiceError> {
+        if let Some(link) = self.link() {
+            return match router::route(self, &link, RoutedOp::Create(request)).await? {
+                RoutedReply::Session(record) => Ok(record),
+                other => Err(router::unexpected(&other)),
+            };
+        }
         let (group_id, owner) = self.owner_of(&request.id);
         if owner == self.shard_index() {
             return ops::create(&self.shard, group_id, request).await;
@@ -141,6 +177,12 @@ impl Service for EngineHandle {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendReply, ServiceError> {
+        if let Some(link) = self.link() {
+            return match router::route(self, &link, RoutedOp::Append(request)).await? {
+                RoutedReply::Appended(reply) => Ok(reply),
+                other => Err(router::unexpected(&other)),
+            };
+        }
         let (group_id, owner) = self.owner_of(&request.session_id);
         if owner == self.shard_index() {
             return ops::append(&self.shard, group_id, request).await;
@@ -154,6 +196,15 @@ impl Service for EngineHandle {
     }
 
     async fn get_session(&self, session_id: &str) -> Result<SessionRecord, ServiceError> {
+        if let Some(link) = self.link() {
+            let op = RoutedOp::Get {
+                session_id: session_id.to_string(),
+            };
+            return match router::route(self, &link, op).await? {
+                RoutedReply::Session(record) => Ok(record),
+                other => Err(router::unexpected(&other)),
+            };
+        }
         let (group_id, owner) = self.owner_of(session_id);
         if owner == self.shard_index() {
             return ops::get(&self.shard, group_id, session_id).await;
@@ -168,6 +219,10 @@ impl Service for EngineHandle {
     }
 
     async fn list_sessions(&self, query: ListQuery) -> Result<ListPage, ServiceError> {
+        if let Some(link) = self.link() {
+            let sessions = router::list_all(self, &link, &query).await?;
+            return Ok(merge_page(sessions, query.limit));
+        }
         // Ask every other shard first so that they work while this one lists its own groups.
         let mut replies = Vec::new();
         for owner in (0..self.shard_count()).filter(|owner| *owner != self.shard_index()) {
@@ -200,6 +255,17 @@ impl Service for EngineHandle {
         cursor: u64,
         limit: u32,
     ) -> Result<EventBatch, ServiceError> {
+        if let Some(link) = self.link() {
+            let op = RoutedOp::Read {
+                session_id: session_id.to_string(),
+                cursor,
+                limit,
+            };
+            return match router::route(self, &link, op).await? {
+                RoutedReply::Events(batch) => Ok(batch),
+                other => Err(router::unexpected(&other)),
+            };
+        }
         let (group_id, owner) = self.owner_of(session_id);
         if owner == self.shard_index() {
             return ops::read(&self.shard, group_id, session_id, cursor, limit).await;

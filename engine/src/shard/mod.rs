@@ -25,9 +25,13 @@ mod node;
 mod ops;
 mod recovery;
 mod route;
+mod routed;
 
 pub use error::EngineError;
 pub use handle::EngineHandle;
+pub(crate) use local::Shard;
 pub use local::{ProposeError, COMMIT_WAIT_MS, SHARD_PENDING_ENTRIES_MAX};
 pub use node::{start, NodeHandle, ShutdownSignal, NUM_GROUPS_MAX, SHARDS_MAX};
+pub(crate) use ops::ack_archived as propose_ack_archived;
 pub use route::{SHARD_REQUESTS_IN_FLIGHT_MAX, SHARD_REQUEST_QUEUE_MAX};
+pub(crate) use routed::group_of_op;

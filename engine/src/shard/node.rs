@@ -29,6 +29,7 @@ use super::layout;
 use super::recovery;
 use super::route::{self, ShardRequest, SHARD_REQUEST_QUEUE_MAX};
 use crate::api::NodeMode;
+use crate::archiver::{self, Archive};
 use crate::config::EngineConfig;
 use crate::metrics;
 use crate::notify::NotifyHub;
@@ -151,6 +152,8 @@ pub(crate) struct NodeShared {
     pub(crate) notify: Arc<NotifyHub>,
     /// The node-wide unarchived bytes `U` (archive.md §8), shared by every `GroupState`.
     pub(crate) unarchived_bytes: Arc<AtomicU64>,
+    /// The archive tier, when configured.
+    pub(crate) archive: Option<Arc<Archive>>,
     /// Request queues of every shard, indexed by shard.
     pub(crate) senders: Vec<flume::Sender<ShardRequest>>,
     pub(crate) shutdown: ShutdownSignal,
@@ -285,11 +288,11 @@ fn validate(config: &EngineConfig) -> Result<(), EngineError> {
             config.num_groups
         )));
     }
-    if config.mode == NodeMode::RouterNode {
+    if config.mode == NodeMode::RouterNode && config.link.is_none() {
         // A router hosts no groups and forwards everything to write nodes, which needs the
         // peer transport of the replicated cluster.
         return Err(EngineError::InvalidConfig(
-            "router_node mode needs the cluster transport; only write_node can start".into(),
+            "router_node mode needs the cluster link; without it only write_node can start".into(),
         ));
     }
     Ok(())
@@ -324,10 +327,26 @@ where
         .map(|_| flume::bounded::<Envelope>(RAFT_INBOUND_ENVELOPES_MAX))
         .unzip();
     let inbox = RaftInbox::new(config.node_id(), inbound_senders);
+    let notify = Arc::new(NotifyHub::new());
+    if let Some(link) = &config.link {
+        link.attach(inbox.clone(), notify.clone());
+    }
+    let archive = match &config.archive {
+        Some(settings) => Some(Arc::new(
+            Archive::start(settings.clone(), shard_count, config.event_store_max_bytes).map_err(
+                |error| EngineError::Executor {
+                    shard: 0,
+                    reason: format!("failed to start the archive worker threads: {error}"),
+                },
+            )?,
+        )),
+        None => None,
+    };
     let (shutdown, shutdown_signal) = shutdown_pair();
     let shared = Arc::new(NodeShared {
-        notify: Arc::new(NotifyHub::new()),
+        notify,
         unarchived_bytes: Arc::new(AtomicU64::new(0)),
+        archive,
         senders,
         shutdown: shutdown_signal,
         storage_failure: Mutex::new(None),
@@ -469,8 +488,15 @@ where
     let driver = glommio::spawn_local(shard.clone().run_driver(doorbell, inbound)).detach();
     *shard.driver.borrow_mut() = Some(driver);
     let request_loop = glommio::spawn_local(route::serve_requests(shard.clone(), requests));
+    let archiver = shared
+        .archive
+        .clone()
+        .map(|archive| glommio::spawn_local(archiver::run_shard_archiver(shard.clone(), archive)));
     serve(EngineHandle::new(shard.clone())).await;
     shared.shutdown.wait().await;
+    if let Some(archiver) = archiver {
+        archiver.await;
+    }
     arrival.arrive();
     request_loop.await;
     tracing::debug!(

@@ -8,6 +8,7 @@
 use crate::api::{
     AppendReply, AppendRequest, CreateSession, EventBatch, ServiceError, SessionRecord,
 };
+use crate::archiver;
 use crate::metrics;
 use crate::state::{ApplyOutcome, Command};
 
@@ -34,7 +35,12 @@ pub(crate) async fn create(
         .await
         .map_err(ProposeError::into_service)?
     {
-        ApplyOutcome::Created(record) => Ok(record),
+        ApplyOutcome::Created(record) => {
+            if let Some(archive) = &shard.node.archive {
+                archive.submit_catalog(&record);
+            }
+            Ok(record)
+        }
         ApplyOutcome::Rejected(error) => Err(error),
         other => Err(unexpected(&other)),
     }
@@ -132,5 +138,11 @@ pub(crate) async fn read(
         .linearizable_read(group_id)
         .await
         .map_err(ProposeError::into_service)?;
-    shard.with_group(group_id, |group| group.read(session_id, cursor, limit))
+    let Some(archive) = &shard.node.archive else {
+        return shard.with_group(group_id, |group| group.read(session_id, cursor, limit));
+    };
+    let view = shard.with_group(group_id, |group| {
+        archiver::hot_view(group, session_id, cursor, limit)
+    })?;
+    archiver::read_merged(archive, session_id, cursor, view).await
 }

@@ -59,6 +59,12 @@ pub(crate) enum ShardRequest {
         query: ListQuery,
         reply: Reply<Vec<SessionRecord>>,
     },
+    /// Run an operation for the router (cluster.md §5) on this node's member of the group.
+    Routed {
+        group_id: u32,
+        op: crate::cluster::RoutedOp,
+        reply: flume::Sender<crate::cluster::RoutedOutcome>,
+    },
     /// Commit an archive acknowledgement.
     AckArchived {
         group_id: u32,
@@ -125,6 +131,13 @@ async fn handle(shard: &Shard, request: ShardRequest) {
             reply,
         } => {
             let _ = reply.send(ops::read(shard, group_id, &session_id, cursor, limit).await);
+        }
+        ShardRequest::Routed {
+            group_id,
+            op,
+            reply,
+        } => {
+            let _ = reply.send(super::routed::run(shard, group_id, op).await);
         }
         ShardRequest::List { query, reply } => {
             let _ = reply.send(Ok(shard.list(&query)));

@@ -1,5 +1,5 @@
 //! Little-endian byte writer and bounds-checked reader shared by the command and snapshot
-//! encodings (docs/format-commands.md).
+//! encodings (docs/format.md).
 //!
 //! The reader never panics and never allocates more than the input can justify: every length
 //! prefix is checked against the bytes that remain before anything is copied.

@@ -1,4 +1,4 @@
-//! The replicated commands of a group and their binary encoding (docs/format-commands.md).
+//! The replicated commands of a group and their binary encoding (docs/format.md).
 //!
 //! A command is built and stamped by the leader, encoded into a Raft log entry, and decoded and
 //! applied by every replica. The encoding is explicit (fixed-width little-endian integers,
@@ -92,7 +92,7 @@ impl Command {
         }
     }
 
-    /// Encode as described in docs/format-commands.md.
+    /// Encode as described in docs/format.md.
     pub fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::new();
         writer.u8(COMMAND_FORMAT_VERSION);

@@ -16,7 +16,7 @@
 //! - [`codec`]: the little-endian byte reader and writer used by commands and snapshots.
 //! - `tests`: apply-level tests (decision procedure, worked example, LRU, determinism).
 
-mod codec;
+pub(crate) mod codec;
 pub mod command;
 pub mod fingerprint;
 pub mod frame;

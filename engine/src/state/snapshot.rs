@@ -1,6 +1,6 @@
 //! The full snapshot of a [`GroupState`] (cluster.md §4.1, "full snapshot"): every session
 //! record with its producer cursors and every unarchived event, so that the log can be truncated
-//! up to the snapshot's index. Layout byte by byte in docs/format-commands.md.
+//! up to the snapshot's index. Layout byte by byte in docs/format.md.
 //!
 //! Encoding iterates only ordered collections (sessions by id, cursors by seq, events by seq), so
 //! two replicas with the same applied log produce byte-identical snapshots.
@@ -56,7 +56,7 @@ pub enum SnapshotDecodeError {
 }
 
 impl GroupState {
-    /// Encode the whole state (docs/format-commands.md, "Group snapshot").
+    /// Encode the whole state (docs/format.md, "Group snapshot").
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let mut writer = Writer::new();
         for byte in SNAPSHOT_MAGIC {

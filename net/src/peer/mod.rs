@@ -13,7 +13,7 @@
 //!   reading (backpressure) instead of buffering.
 //! - The transport runs on one glommio executor per node; other shards forward to it.
 //!
-//! The wire format is described byte by byte in `docs/format-peer.md`, the handshake in
+//! The wire format is described byte by byte in `docs/format.md`, the handshake in
 //! [`handshake`] and the fingerprint in [`fingerprint`].
 
 pub mod config;

@@ -1,0 +1,202 @@
+//! A cluster of real `starcite serve` processes on loopback: three write nodes and one router
+//! node, each with its own data directory and ports, wired by `CLUSTER_NODES`.
+
+use std::time::Duration;
+
+use crate::server::{free_port, Server, ServerOptions};
+use crate::{creator, event_body, wait_for};
+
+/// Names of the write nodes (`NODE_NAME`).
+pub const WRITE_NODES: [&str; 3] = ["n1@127.0.0.1", "n2@127.0.0.1", "n3@127.0.0.1"];
+/// Name of the router node.
+pub const ROUTER_NODE: &str = "r1@127.0.0.1";
+/// Groups per cluster: few, so that startup and elections are quick.
+pub const CLUSTER_GROUPS: u32 = 8;
+/// How long a cluster may take to elect every group's leader.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Three write nodes (`nodes[0..3]`) and one router node (`nodes[3]`).
+pub struct Cluster {
+    /// Every node, write nodes first.
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts the four nodes and waits until each answers `/health/ready` = 200 and a write
+    /// succeeds through the router in every group.
+    pub fn start() -> Cluster {
+        let names: Vec<&str> = WRITE_NODES.iter().copied().chain([ROUTER_NODE]).collect();
+        let peer_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let cluster_nodes = names
+            .iter()
+            .zip(&peer_ports)
+            .map(|(name, port)| format!("{name}:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let write_nodes = WRITE_NODES.join(",");
+        let archive = tempfile::tempdir().unwrap().keep();
+        let nodes = names
+            .iter()
+            .zip(&peer_ports)
+            .map(|(name, port)| {
+                let mut options = ServerOptions::default()
+                    .with("NODE_NAME", name)
+                    .with("CLUSTER_NODES", &cluster_nodes)
+                    .with("STARCITE_WRITE_NODE_IDS", &write_nodes)
+                    .with("STARCITE_PEER_PORT", &port.to_string())
+                    .with("STARCITE_PEER_BIND_ADDR", "127.0.0.1")
+                    .with("STARCITE_NUM_GROUPS", &CLUSTER_GROUPS.to_string())
+                    .with("STARCITE_ARCHIVE_LOCAL_SHARED", "true")
+                    .with("STARCITE_ARCHIVE_LOCAL_DIR", archive.to_str().unwrap());
+                options.wait_ready = false;
+                Server::start_with(options)
+            })
+            .collect();
+        let mut cluster = Cluster { nodes };
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// Waits until every running node is live and every group accepts writes.
+    pub fn wait_ready(&mut self) {
+        for node in self.nodes.iter_mut() {
+            node.wait_live();
+        }
+        // A session per group proves that every group has a leader reachable from the router.
+        let router = &self.nodes[3];
+        let mut covered = vec![false; CLUSTER_GROUPS as usize];
+        let mut index = 0u32;
+        while covered.iter().any(|done| !done) {
+            let id = format!("probe-{index}");
+            index += 1;
+            let group = session_group(&id, CLUSTER_GROUPS) as usize;
+            if covered[group] {
+                continue;
+            }
+            wait_for(
+                &format!("a write in group {group}"),
+                CLUSTER_READY_TIMEOUT,
+                || {
+                    let mut client = router.client();
+                    let body = serde_json::json!({"id": id, "creator_principal": creator()});
+                    let response = client.post_json("/v1/sessions", &body).ok()?;
+                    matches!(response.status, 201 | 409).then_some(())
+                },
+            );
+            covered[group] = true;
+        }
+    }
+
+    /// The router node.
+    pub fn router(&self) -> &Server {
+        &self.nodes[3]
+    }
+
+    /// Appends one event through `node`, retrying 503s with the same `producer_seq` until
+    /// `timeout`; returns the final status and body.
+    pub fn append_retrying(
+        node: &Server,
+        session: &str,
+        producer: &str,
+        producer_seq: u64,
+        timeout: Duration,
+    ) -> (u16, serde_json::Value) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let path = format!("/v1/sessions/{session}/append");
+            let response = node
+                .client()
+                .post_json(&path, &event_body(producer, producer_seq));
+            if let Ok(response) = response {
+                if response.status != 503 || std::time::Instant::now() >= deadline {
+                    return (response.status, response.json());
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return (0, serde_json::Value::Null);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every event of `session` read from `node` (`GET …/events`, paged).
+    pub fn read_all(node: &Server, session: &str) -> Vec<serde_json::Value> {
+        let mut events = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let path = format!("/v1/sessions/{session}/events?cursor={cursor}&limit=1000");
+            let response = node.client().get(&path).unwrap();
+            assert_eq!(response.status, 200, "read {session}: {}", response.text());
+            let body = response.json();
+            let page = body["events"].as_array().cloned().unwrap_or_default();
+            if page.is_empty() {
+                return events;
+            }
+            cursor = page.last().unwrap()["seq"].as_u64().unwrap();
+            events.extend(page);
+        }
+    }
+}
+
+/// The session → group hash of cluster.md §2, for picking sessions of distinct groups.
+pub fn session_group(session_id: &str, groups: u32) -> u32 {
+    starcite_hash(session_id.as_bytes()) % groups
+}
+
+fn scramble(mut a: u32, mut b: u32, mut c: u32) -> (u32, u32, u32) {
+    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 13);
+    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 8);
+    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 13);
+    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 12);
+    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 16);
+    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 5);
+    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 3);
+    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 10);
+    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 15);
+    (a, b, c)
+}
+
+fn starcite_hash(bytes: &[u8]) -> u32 {
+    const GOLDEN: u32 = 0x9E37_79B9;
+    if bytes.is_empty() {
+        return GOLDEN.wrapping_mul(13);
+    }
+    let (mut a, mut b, mut c) = (GOLDEN, GOLDEN, GOLDEN.wrapping_mul(13));
+    let word = |chunk: &[u8]| {
+        chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |word, (position, byte)| {
+                word | (u32::from(*byte) << (8 * position))
+            })
+    };
+    let mut rest = bytes;
+    while rest.len() >= 12 {
+        a = a.wrapping_add(word(&rest[0..4]));
+        b = b.wrapping_add(word(&rest[4..8]));
+        c = c.wrapping_add(word(&rest[8..12]));
+        (a, b, c) = scramble(a, b, c);
+        rest = &rest[12..];
+    }
+    c = c.wrapping_add(bytes.len() as u32);
+    let mut tail = [0u8; 12];
+    tail[..rest.len()].copy_from_slice(rest);
+    a = a.wrapping_add(word(&tail[0..4]));
+    b = b.wrapping_add(word(&tail[4..8]));
+    c = c.wrapping_add(word(&tail[8..11]) << 8);
+    (_, _, c) = scramble(a, b, c);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hash_matches_the_contract_vectors() {
+        assert_eq!(super::starcite_hash(b"ses_demo"), 0x8D62_2DB4);
+        assert_eq!(
+            super::starcite_hash(b"a-session-id-longer-than-twelve-bytes-0123456789"),
+            0xF76E_E942
+        );
+        assert_eq!(super::starcite_hash(b""), 0x08D1_2E65);
+    }
+}
