@@ -5,9 +5,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use starcite_archive::ArchiveAdapter;
 use starcite_raft::NodeId;
 
 use crate::api::NodeMode;
+use crate::cluster::ClusterLink;
 use crate::raftlog::RaftTransport;
 use crate::wal::{FaultPlan, SEGMENT_BYTES_MAX_DEFAULT};
 
@@ -74,6 +76,78 @@ pub struct EngineConfig {
     pub raft_snapshot_entries: u64,
     /// The replicated cluster; `None` runs every group with this node as its only voter.
     pub cluster: Option<RaftCluster>,
+    /// The archive tier; `None` keeps every event hot (no archiver, no cold reads), which only
+    /// engine tests that do not exercise the archive use.
+    pub archive: Option<ArchiveSettings>,
+    /// Routing over the peer transport (cluster.md §5): with it, every request runs on a
+    /// replica of its group chosen by the router, and commit notifications fan out to the
+    /// nodes without a replica. `None` runs every request on this node.
+    pub link: Option<Arc<ClusterLink>>,
+}
+
+/// Default of `STARCITE_ARCHIVE_BATCH_SIZE`: events per session per archiver tick.
+pub const ARCHIVE_BATCH_EVENTS_DEFAULT: u64 = 5000;
+
+/// Default of `STARCITE_ARCHIVE_RETRY_MAX_MS`: the cap of the per-session write backoff.
+pub const ARCHIVE_RETRY_MAX_MS_DEFAULT: u64 = 60_000;
+
+/// Default of `STARCITE_ARCHIVE_READ_CACHE_MAX_SIZE` (512 MiB).
+pub const ARCHIVE_READ_CACHE_MAX_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+
+/// The archive tier of a node (archive.md, config.md §4.3). The flush interval is
+/// [`EngineConfig::archive_flush_interval_ms`], which also sets `Retry-After`.
+#[derive(Clone)]
+pub struct ArchiveSettings {
+    /// The opened adapter; it blocks, so the engine calls it only on its archive worker threads.
+    pub adapter: Arc<dyn ArchiveAdapter>,
+    /// `STARCITE_ARCHIVE_BATCH_SIZE`: at most this many events per session per tick.
+    pub batch_events_max: u64,
+    /// `STARCITE_ARCHIVE_RETRY_MAX_MS`: the cap of the per-session write backoff.
+    pub retry_max_ms: u64,
+    /// `STARCITE_ARCHIVE_READ_CACHE_MAX_SIZE`: the hard cap `C` of the read cache.
+    pub read_cache_max_bytes: u64,
+    /// `STARCITE_ARCHIVE_READ_CACHE_RECLAIM_FRACTION`: reclamation frees the cache until
+    /// `U + C ≤ B × (1 − fraction)`.
+    pub read_cache_reclaim_fraction: f64,
+    /// `STARCITE_ARCHIVE_READ_CACHE_COMPRESSED`: keep cached chunks lz4-compressed.
+    pub read_cache_compressed: bool,
+    /// `STARCITE_EVENT_STORE_CAPACITY_CHECK_INTERVAL`: applied writes between two budget checks.
+    pub capacity_check_interval_writes: u64,
+}
+
+impl ArchiveSettings {
+    /// The defaults of config.md §4.3 around an opened adapter.
+    pub fn new(adapter: Arc<dyn ArchiveAdapter>) -> Self {
+        ArchiveSettings {
+            adapter,
+            batch_events_max: ARCHIVE_BATCH_EVENTS_DEFAULT,
+            retry_max_ms: ARCHIVE_RETRY_MAX_MS_DEFAULT,
+            read_cache_max_bytes: ARCHIVE_READ_CACHE_MAX_BYTES_DEFAULT,
+            read_cache_reclaim_fraction: 0.25,
+            read_cache_compressed: true,
+            capacity_check_interval_writes: 4,
+        }
+    }
+}
+
+impl fmt::Debug for ArchiveSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArchiveSettings")
+            .field("adapter", &self.adapter.name())
+            .field("batch_events_max", &self.batch_events_max)
+            .field("retry_max_ms", &self.retry_max_ms)
+            .field("read_cache_max_bytes", &self.read_cache_max_bytes)
+            .field(
+                "read_cache_reclaim_fraction",
+                &self.read_cache_reclaim_fraction,
+            )
+            .field("read_cache_compressed", &self.read_cache_compressed)
+            .field(
+                "capacity_check_interval_writes",
+                &self.capacity_check_interval_writes,
+            )
+            .finish()
+    }
 }
 
 impl EngineConfig {
@@ -95,6 +169,8 @@ impl EngineConfig {
             wal_segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
             raft_snapshot_entries: RAFT_SNAPSHOT_ENTRIES_DEFAULT,
             cluster: None,
+            archive: None,
+            link: None,
         }
     }
 
