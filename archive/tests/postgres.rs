@@ -6,100 +6,17 @@
 
 mod suite;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use starcite_archive::{ArchiveAdapter, PostgresAdapter, PostgresConfig};
 use suite::{services, Harness};
 
 const DATABASE: &str = "starcite_archive_test";
-const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not found in PATH or \
-/usr/lib/postgresql/*/bin: run scripts/install-test-services (or `apt-get install -y postgresql`)";
-
-/// `initdb` and `pg_ctl`: from `PATH`, else the newest Debian installation.
-fn postgres_binaries() -> (PathBuf, PathBuf) {
-    let mut debian_directories: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
-                .collect()
-        })
-        .unwrap_or_default();
-    debian_directories.sort_by_key(|path| {
-        let version = path
-            .parent()
-            .and_then(|version| version.file_name())
-            .map(|name| name.to_string_lossy().into_owned());
-        std::cmp::Reverse(
-            version
-                .and_then(|version| version.parse::<u32>().ok())
-                .unwrap_or(0),
-        )
-    });
-    let initdb = services::find_binary("initdb", &debian_directories)
-        .unwrap_or_else(|| panic!("{INSTALL_HINT}"));
-    let pg_ctl = initdb.with_file_name("pg_ctl");
-    assert!(
-        pg_ctl.exists(),
-        "{INSTALL_HINT} ({} has no pg_ctl beside it)",
-        initdb.display()
-    );
-    (initdb, pg_ctl)
-}
-
-/// A command run as user `postgres` when this process is root (the server refuses to run as root).
-fn as_server_user(binary: &PathBuf) -> Command {
-    if services::is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(binary);
-        command
-    } else {
-        Command::new(binary)
-    }
-}
-
 /// Starts one server for this test binary and returns the URL of a fresh database.
 fn database_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        let (initdb, pg_ctl) = postgres_binaries();
-        let root = services::persistent_temp_dir("starcite-postgres-");
-        if services::is_root() {
-            services::run(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(&root),
-            );
-        }
-        let data = root.join("data");
-        services::run(as_server_user(&initdb).arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]));
-        let port = services::free_port();
-        let server_options = format!("-p {port} -h 127.0.0.1 -k {}", root.display());
-        services::run(
-            as_server_user(&pg_ctl)
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(root.join("server.log"))
-                .args(["-w", "-t", "60", "-o", &server_options, "start"]),
-        );
-        let stop_binary = pg_ctl.clone();
-        services::at_exit(move || {
-            let _ = as_server_user(&stop_binary)
-                .arg("-D")
-                .arg(&data)
-                .args(["-m", "immediate", "stop"])
-                .output();
-        });
+        let port = services::start_postgres("starcite-postgres-");
         let mut admin = postgres::Client::connect(
             &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
             postgres::NoTls,

@@ -138,65 +138,8 @@ impl Cluster {
     }
 }
 
-/// The session → group hash of cluster.md §2, for picking sessions of distinct groups.
+/// The session → group placement of cluster.md §2 (the engine's, whose vectors are tested there),
+/// for picking sessions of distinct groups.
 pub fn session_group(session_id: &str, groups: u32) -> u32 {
-    starcite_hash(session_id.as_bytes()) % groups
-}
-
-fn scramble(mut a: u32, mut b: u32, mut c: u32) -> (u32, u32, u32) {
-    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 13);
-    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 8);
-    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 13);
-    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 12);
-    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 16);
-    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 5);
-    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 3);
-    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 10);
-    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 15);
-    (a, b, c)
-}
-
-fn starcite_hash(bytes: &[u8]) -> u32 {
-    const GOLDEN: u32 = 0x9E37_79B9;
-    if bytes.is_empty() {
-        return GOLDEN.wrapping_mul(13);
-    }
-    let (mut a, mut b, mut c) = (GOLDEN, GOLDEN, GOLDEN.wrapping_mul(13));
-    let word = |chunk: &[u8]| {
-        chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |word, (position, byte)| {
-                word | (u32::from(*byte) << (8 * position))
-            })
-    };
-    let mut rest = bytes;
-    while rest.len() >= 12 {
-        a = a.wrapping_add(word(&rest[0..4]));
-        b = b.wrapping_add(word(&rest[4..8]));
-        c = c.wrapping_add(word(&rest[8..12]));
-        (a, b, c) = scramble(a, b, c);
-        rest = &rest[12..];
-    }
-    c = c.wrapping_add(bytes.len() as u32);
-    let mut tail = [0u8; 12];
-    tail[..rest.len()].copy_from_slice(rest);
-    a = a.wrapping_add(word(&tail[0..4]));
-    b = b.wrapping_add(word(&tail[4..8]));
-    c = c.wrapping_add(word(&tail[8..11]) << 8);
-    (_, _, c) = scramble(a, b, c);
-    c
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hash_matches_the_contract_vectors() {
-        assert_eq!(super::starcite_hash(b"ses_demo"), 0x8D62_2DB4);
-        assert_eq!(
-            super::starcite_hash(b"a-session-id-longer-than-twelve-bytes-0123456789"),
-            0xF76E_E942
-        );
-        assert_eq!(super::starcite_hash(b""), 0x08D1_2E65);
-    }
+    starcite_engine::placement::group_of(session_id, groups)
 }

@@ -114,3 +114,88 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// What to install when the PostgreSQL server binaries are missing.
+pub const POSTGRES_INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not \
+found in PATH or /usr/lib/postgresql/*/bin: run scripts/install-test-services (or `apt-get install \
+-y postgresql`)";
+
+/// `initdb` and `pg_ctl`: from `PATH`, else the newest Debian installation (by numeric version,
+/// so that 15 beats 9).
+pub fn postgres_binaries() -> (PathBuf, PathBuf) {
+    let mut debian_directories: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
+                .collect()
+        })
+        .unwrap_or_default();
+    debian_directories.sort_by_key(|path| {
+        let version = path
+            .parent()
+            .and_then(|version| version.file_name())
+            .and_then(|name| name.to_string_lossy().parse::<u32>().ok())
+            .unwrap_or(0);
+        std::cmp::Reverse(version)
+    });
+    let initdb = find_binary("initdb", &debian_directories)
+        .unwrap_or_else(|| panic!("{POSTGRES_INSTALL_HINT}"));
+    let pg_ctl = initdb.with_file_name("pg_ctl");
+    assert!(
+        pg_ctl.exists(),
+        "{POSTGRES_INSTALL_HINT} ({} has no pg_ctl beside it)",
+        initdb.display()
+    );
+    (initdb, pg_ctl)
+}
+
+/// A command run as user `postgres` when this process is root (the server refuses to run as
+/// root).
+pub fn as_postgres_user(binary: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(binary);
+        command
+    } else {
+        Command::new(binary)
+    }
+}
+
+/// Start a fresh PostgreSQL server (trust auth, user `postgres`) on a free loopback port in a
+/// new directory named with `temp_prefix`; it is stopped when the test process exits. Returns
+/// the port.
+pub fn start_postgres(temp_prefix: &str) -> u16 {
+    let (initdb, pg_ctl) = postgres_binaries();
+    let root = persistent_temp_dir(temp_prefix);
+    if is_root() {
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&root));
+    }
+    let data = root.join("data");
+    run(as_postgres_user(&initdb).arg("-D").arg(&data).args([
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    ]));
+    let port = free_port();
+    let server_options = format!("-p {port} -h 127.0.0.1 -k {}", root.display());
+    run(as_postgres_user(&pg_ctl)
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(root.join("server.log"))
+        .args(["-w", "-t", "60", "-o", &server_options, "start"]));
+    at_exit(move || {
+        let _ = as_postgres_user(&pg_ctl)
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    });
+    port
+}

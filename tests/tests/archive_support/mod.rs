@@ -238,70 +238,9 @@ impl Drop for S3Service {
     }
 }
 
-/// `initdb` and `pg_ctl`: from `PATH`, else the newest Debian installation.
-fn postgres_binaries() -> (PathBuf, PathBuf) {
-    let mut debian: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
-                .collect()
-        })
-        .unwrap_or_default();
-    debian.sort();
-    debian.reverse();
-    let initdb = services::find_binary("initdb", &debian).expect("PostgreSQL initdb not found");
-    let pg_ctl = initdb.with_file_name("pg_ctl");
-    (initdb, pg_ctl)
-}
-
-fn as_server_user(binary: &PathBuf) -> Command {
-    if services::is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(binary);
-        command
-    } else {
-        Command::new(binary)
-    }
-}
-
 /// Start a fresh PostgreSQL server on a loopback port (stopped when the test process exits)
 /// and return the URL of its `postgres` database.
 pub fn start_postgres() -> String {
-    let (initdb, pg_ctl) = postgres_binaries();
-    let root = services::persistent_temp_dir("starcite-blackbox-postgres-");
-    if services::is_root() {
-        services::run(
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&root),
-        );
-    }
-    let data = root.join("data");
-    services::run(as_server_user(&initdb).arg("-D").arg(&data).args([
-        "-U",
-        "postgres",
-        "-A",
-        "trust",
-        "-E",
-        "UTF8",
-        "--no-sync",
-    ]));
-    let port = services::free_port();
-    let server_options = format!("-p {port} -h 127.0.0.1 -k {}", root.display());
-    services::run(
-        as_server_user(&pg_ctl)
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(root.join("server.log"))
-            .args(["-w", "-t", "60", "-o", &server_options, "start"]),
-    );
-    services::at_exit(move || {
-        let _ = as_server_user(&pg_ctl)
-            .arg("-D")
-            .arg(&data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    });
+    let port = services::start_postgres("starcite-blackbox-postgres-");
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
