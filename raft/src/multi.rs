@@ -10,10 +10,14 @@
 //! - **Heartbeat coalescing.** Idle leaders only send heartbeats. Instead of one message per
 //!   group, heartbeats to a node are held and flushed together once per
 //!   [`MultiConfig::heartbeat_flush_ticks`] node ticks as compact `(group, term, commit)`
-//!   tuples; the receiver answers them all in one envelope. With 256 idle groups on 3 nodes a
-//!   heartbeat interval costs one heartbeat envelope and one answer per ordered node pair (12)
-//!   instead of one message per group and follower each way (1,024). Heartbeats that carry a
-//!   read context (ReadIndex) are never held back. Idle groups are not quiesced.
+//!   tuples. The receiver holds its answers the same way and sends them with its own next
+//!   flush, so an idle node pair exchanges one envelope each way per heartbeat interval (6 for
+//!   3 nodes) instead of one message per group and follower each way (1,024 with 256 groups),
+//!   and a node wakes once per peer and interval rather than once for the heartbeats and once
+//!   for their answers. Holding an answer delays it by less than one flush interval, far below
+//!   the election timeout that check-quorum measures. Heartbeats and answers that carry a read
+//!   context (ReadIndex) are never held back, nor is anything that must wait for persistence.
+//!   Idle groups are not quiesced.
 //!
 //! The work-batch loop of a shard:
 //!
@@ -219,8 +223,8 @@ pub enum MultiRaftError {
 pub struct MultiRaft<S: LogStore> {
     config: MultiConfig,
     groups: BTreeMap<GroupId, RawNode<S>>,
-    /// Heartbeats waiting for the next flush, per destination node.
-    held_heartbeats: BTreeMap<NodeId, Vec<CoalescedHeartbeat>>,
+    /// Heartbeats and answers waiting for the next flush.
+    held: Held,
     ticks_since_flush: u32,
 }
 
@@ -230,7 +234,7 @@ impl<S: LogStore> MultiRaft<S> {
         MultiRaft {
             config,
             groups: BTreeMap::new(),
-            held_heartbeats: BTreeMap::new(),
+            held: Held::default(),
             ticks_since_flush: 0,
         }
     }
@@ -402,8 +406,7 @@ impl<S: LogStore> MultiRaft<S> {
     }
 
     fn flush_due(&self) -> bool {
-        self.ticks_since_flush >= self.config.heartbeat_flush_ticks
-            && !self.held_heartbeats.is_empty()
+        self.ticks_since_flush >= self.config.heartbeat_flush_ticks && !self.held.is_empty()
     }
 
     /// Collects the work of every group into one batch.
@@ -412,24 +415,31 @@ impl<S: LogStore> MultiRaft<S> {
         let coalesce = self.config.coalesce_heartbeats;
         let mut batch = MultiReady::default();
         let mut now = Outbox::new(node_id, coalesce);
+        // Messages that may leave only after this batch is durable are never held: the flush
+        // below sends held messages before the batch is persisted.
         let mut later = Outbox::new(node_id, coalesce);
+        later.holds = false;
         for (&group, node) in self.groups.iter_mut() {
             if !node.has_ready() {
                 continue;
             }
             let (group_ready, messages, persisted_messages) = GroupReady::from_ready(node.ready());
             for message in messages {
-                now.add(group, message, &mut self.held_heartbeats);
+                now.add(group, message, &mut self.held);
             }
             for message in persisted_messages {
-                later.add(group, message, &mut self.held_heartbeats);
+                later.add(group, message, &mut self.held);
             }
             batch.groups.push((group, group_ready));
         }
         if self.ticks_since_flush >= self.config.heartbeat_flush_ticks {
             self.ticks_since_flush = 0;
-            for (to, heartbeats) in std::mem::take(&mut self.held_heartbeats) {
+            let held = std::mem::take(&mut self.held);
+            for (to, heartbeats) in held.heartbeats {
                 now.envelope(to).heartbeats.extend(heartbeats);
+            }
+            for (to, responses) in held.responses {
+                now.envelope(to).heartbeat_responses.extend(responses);
             }
         }
         batch.envelopes = now.into_envelopes();
@@ -438,10 +448,25 @@ impl<S: LogStore> MultiRaft<S> {
     }
 }
 
+/// Heartbeats and heartbeat answers held for the next flush, per destination node.
+#[derive(Debug, Default)]
+struct Held {
+    heartbeats: BTreeMap<NodeId, Vec<CoalescedHeartbeat>>,
+    responses: BTreeMap<NodeId, Vec<CoalescedHeartbeatResponse>>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.heartbeats.is_empty() && self.responses.is_empty()
+    }
+}
+
 /// Envelopes being built for one send point (now, or after persisting).
 struct Outbox {
     node_id: NodeId,
     coalesce: bool,
+    /// Whether heartbeats and answers without a read context wait for the next flush.
+    holds: bool,
     by_destination: BTreeMap<NodeId, Envelope>,
     /// Without coalescing every message gets its own envelope.
     single: Vec<Envelope>,
@@ -452,6 +477,7 @@ impl Outbox {
         Outbox {
             node_id,
             coalesce,
+            holds: true,
             by_destination: BTreeMap::new(),
             single: Vec::new(),
         }
@@ -464,12 +490,7 @@ impl Outbox {
             .or_insert_with(|| Envelope::new(node_id, to))
     }
 
-    fn add(
-        &mut self,
-        group: GroupId,
-        message: Message,
-        held_heartbeats: &mut BTreeMap<NodeId, Vec<CoalescedHeartbeat>>,
-    ) {
+    fn add(&mut self, group: GroupId, message: Message, held: &mut Held) {
         if !self.coalesce {
             let mut envelope = Envelope::new(self.node_id, message.to);
             envelope.messages.push((group, message));
@@ -488,10 +509,10 @@ impl Outbox {
                     commit,
                     read_context,
                 };
-                if read_context.is_some() {
+                if read_context.is_some() || !self.holds {
                     self.envelope(to).heartbeats.push(heartbeat);
                 } else {
-                    hold(held_heartbeats, to, heartbeat);
+                    hold(&mut held.heartbeats, to, heartbeat, |held| held.group);
                 }
             }
             MessageBody::HeartbeatResponse { read_context } => {
@@ -500,7 +521,11 @@ impl Outbox {
                     term: message.term,
                     read_context,
                 };
-                self.envelope(to).heartbeat_responses.push(response);
+                if read_context.is_some() || !self.holds {
+                    self.envelope(to).heartbeat_responses.push(response);
+                } else {
+                    hold(&mut held.responses, to, response, |held| held.group);
+                }
             }
             _ => self.envelope(to).messages.push((group, message)),
         }
@@ -513,20 +538,19 @@ impl Outbox {
     }
 }
 
-/// Holds a heartbeat for the next flush; a newer heartbeat of the same group replaces an
-/// older one, since only the latest commit index matters.
-fn hold(
-    held_heartbeats: &mut BTreeMap<NodeId, Vec<CoalescedHeartbeat>>,
+/// Holds a heartbeat or an answer for the next flush; a newer one of the same group replaces
+/// an older one, since only the latest term and commit index matter.
+fn hold<T>(
+    held: &mut BTreeMap<NodeId, Vec<T>>,
     to: NodeId,
-    heartbeat: CoalescedHeartbeat,
+    message: T,
+    group_of: impl Fn(&T) -> GroupId,
 ) {
-    let held = held_heartbeats.entry(to).or_default();
-    match held
-        .iter_mut()
-        .find(|existing| existing.group == heartbeat.group)
-    {
-        Some(existing) => *existing = heartbeat,
-        None => held.push(heartbeat),
+    let held = held.entry(to).or_default();
+    let group = group_of(&message);
+    match held.iter_mut().find(|existing| group_of(existing) == group) {
+        Some(existing) => *existing = message,
+        None => held.push(message),
     }
 }
 
@@ -550,7 +574,7 @@ mod tests {
 
     #[test]
     fn heartbeats_of_many_groups_share_one_envelope_per_node() {
-        let mut held = BTreeMap::new();
+        let mut held = Held::default();
         let mut outbox = Outbox::new(1, true);
         for group in 0..256 {
             outbox.add(group, heartbeat(2, 3, 7, None), &mut held);
@@ -560,26 +584,32 @@ mod tests {
             outbox.into_envelopes().is_empty(),
             "idle heartbeats wait for the flush"
         );
-        assert_eq!(held.len(), 2);
-        assert!(held.values().all(|heartbeats| heartbeats.len() == 256));
+        assert_eq!(held.heartbeats.len(), 2);
+        assert!(held
+            .heartbeats
+            .values()
+            .all(|heartbeats| heartbeats.len() == 256));
     }
 
     #[test]
     fn a_newer_heartbeat_replaces_the_held_one() {
-        let mut held = BTreeMap::new();
+        let mut held = Held::default();
         let mut outbox = Outbox::new(1, true);
         outbox.add(5, heartbeat(2, 3, 7, None), &mut held);
         outbox.add(5, heartbeat(2, 3, 9, None), &mut held);
-        assert_eq!(held.get(&2).map(Vec::len), Some(1));
+        assert_eq!(held.heartbeats.get(&2).map(Vec::len), Some(1));
         assert_eq!(
-            held.get(&2).and_then(|h| h.first()).map(|h| h.commit),
+            held.heartbeats
+                .get(&2)
+                .and_then(|h| h.first())
+                .map(|h| h.commit),
             Some(9)
         );
     }
 
     #[test]
     fn read_confirming_heartbeats_are_not_held() {
-        let mut held = BTreeMap::new();
+        let mut held = Held::default();
         let mut outbox = Outbox::new(1, true);
         outbox.add(5, heartbeat(2, 3, 7, Some(11)), &mut held);
         assert!(held.is_empty());
@@ -588,9 +618,93 @@ mod tests {
         assert_eq!(envelopes[0].heartbeats[0].read_context, Some(11));
     }
 
+    fn heartbeat_response(to: NodeId, term: Term, read_context: Option<u64>) -> Message {
+        Message {
+            from: 1,
+            to,
+            term,
+            body: MessageBody::HeartbeatResponse { read_context },
+        }
+    }
+
+    #[test]
+    fn heartbeat_answers_wait_for_the_flush_unless_they_confirm_a_read() {
+        let mut held = Held::default();
+        let mut outbox = Outbox::new(1, true);
+        for group in 0..256 {
+            outbox.add(group, heartbeat_response(2, 3, None), &mut held);
+        }
+        outbox.add(7, heartbeat_response(2, 4, None), &mut held);
+        outbox.add(9, heartbeat_response(2, 3, Some(11)), &mut held);
+        let envelopes = outbox.into_envelopes();
+        assert_eq!(envelopes.len(), 1);
+        assert_eq!(envelopes[0].heartbeat_responses.len(), 1);
+        assert_eq!(envelopes[0].heartbeat_responses[0].read_context, Some(11));
+        let answers = held.responses.get(&2).expect("held answers");
+        assert_eq!(answers.len(), 256);
+        assert_eq!(
+            answers
+                .iter()
+                .find(|answer| answer.group == 7)
+                .map(|a| a.term),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn messages_sent_after_persisting_are_not_held() {
+        let mut held = Held::default();
+        let mut outbox = Outbox::new(1, true);
+        outbox.holds = false;
+        outbox.add(5, heartbeat_response(2, 3, None), &mut held);
+        outbox.add(6, heartbeat(2, 3, 7, None), &mut held);
+        assert!(held.is_empty());
+        let envelopes = outbox.into_envelopes();
+        assert_eq!(envelopes[0].heartbeat_responses.len(), 1);
+        assert_eq!(envelopes[0].heartbeats.len(), 1);
+    }
+
+    #[test]
+    fn held_heartbeats_and_answers_leave_together_on_the_flush() {
+        let mut multi: MultiRaft<MemoryStorage> = MultiRaft::new(MultiConfig {
+            node_id: 1,
+            coalesce_heartbeats: true,
+            heartbeat_flush_ticks: 1,
+        });
+        hold(
+            &mut multi.held.heartbeats,
+            2,
+            CoalescedHeartbeat {
+                group: 1,
+                term: 3,
+                commit: 0,
+                read_context: None,
+            },
+            |held| held.group,
+        );
+        hold(
+            &mut multi.held.responses,
+            2,
+            CoalescedHeartbeatResponse {
+                group: 2,
+                term: 3,
+                read_context: None,
+            },
+            |held| held.group,
+        );
+        assert!(!multi.has_ready(), "nothing leaves before the flush tick");
+        multi.tick();
+        assert!(multi.has_ready());
+        let ready = multi.ready();
+        assert_eq!(ready.envelopes.len(), 1);
+        assert_eq!(ready.envelopes[0].heartbeats.len(), 1);
+        assert_eq!(ready.envelopes[0].heartbeat_responses.len(), 1);
+        assert!(multi.held.is_empty());
+    }
+
     #[test]
     fn without_coalescing_every_message_travels_alone() {
-        let mut held = BTreeMap::new();
+        let mut held = Held::default();
         let mut outbox = Outbox::new(1, false);
         for group in 0..4 {
             outbox.add(group, heartbeat(2, 3, 7, None), &mut held);
