@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,11 +14,12 @@ use futures_util::io::AsyncReadExt as _;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use rustls::pki_types::CertificateDer;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::config::{
-    unbracketed_host, PEER_ADDRESSES_PER_HOST_MAX, PEER_HANDSHAKE_TIMEOUT, PEER_IDLE_TIMEOUT,
-    PEER_KEEPALIVE_INTERVAL, PEER_WRITE_BATCH_BYTES_MAX, PEER_WRITE_COPY_BODY_BYTES_MAX,
-    PEER_WRITE_STALL_TIMEOUT,
+    node_host, unbracketed_host, PEER_ADDRESSES_PER_HOST_MAX, PEER_HANDSHAKE_TIMEOUT,
+    PEER_IDLE_TIMEOUT, PEER_KEEPALIVE_INTERVAL, PEER_WRITE_BATCH_BYTES_MAX,
+    PEER_WRITE_COPY_BODY_BYTES_MAX, PEER_WRITE_STALL_TIMEOUT,
 };
 use super::error::PeerError;
 use super::frame::{
@@ -68,7 +70,7 @@ pub(super) async fn with_deadline<T, E: From<PeerError>>(
 
 /// Resolve, connect, secure and handshake with `link`'s node.
 pub(super) async fn dial(shared: &Shared, link: &PeerLink) -> Result<Established, PeerError> {
-    let tcp = connect(link.node.host(), link.node.port).await?;
+    let tcp = connect(source_address(shared), link.node.host(), link.node.port).await?;
     configure(&tcp)?;
     let mut stream: BoxedStream = match &shared.tls {
         None => Box::new(tcp),
@@ -215,20 +217,66 @@ pub(super) async fn accept(
 }
 
 /// Resolve `host` now (never cached: cluster.md §1) and connect to the first address that
-/// answers.
-async fn connect(host: &str, port: u16) -> Result<TcpStream, PeerError> {
+/// answers, from `source` when given (see [`source_address`]).
+async fn connect(source: Option<IpAddr>, host: &str, port: u16) -> Result<TcpStream, PeerError> {
     let addresses = resolve(host, port).await?;
     let mut last_error = None;
     for address in addresses {
-        match TcpStream::connect_timeout(address, PEER_HANDSHAKE_TIMEOUT).await {
+        let connected = match source.filter(|source| source.is_ipv4() == address.is_ipv4()) {
+            Some(source) => connect_from(source, address).await,
+            None => TcpStream::connect_timeout(address, PEER_HANDSHAKE_TIMEOUT)
+                .await
+                .map_err(std::io::Error::from),
+        };
+        match connected {
             Ok(stream) => return Ok(stream),
-            Err(error) => last_error = Some(std::io::Error::from(error)),
+            Err(error) => last_error = Some(error),
         }
     }
     Err(PeerError::Io {
         context: "connect to peer",
         source: last_error.unwrap_or_else(|| std::io::Error::other("no address to connect to")),
     })
+}
+
+/// The address outbound peer connections leave from: this node's own host (the host part of
+/// its id, which its handshake announces) when that is an IP literal other than the
+/// unspecified address, so that firewall rules can tell the nodes of one machine apart. A host
+/// name is not resolved for this: the kernel picks the source then, as for any client.
+fn source_address(shared: &Shared) -> Option<IpAddr> {
+    let Ok(Handshake::Current { node_id, .. }) = decode_handshake(&shared.handshake_body) else {
+        return None;
+    };
+    unbracketed_host(node_host(&node_id))
+        .parse::<IpAddr>()
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+}
+
+/// Connect to `address` from `source` (port chosen by the kernel), or from the kernel's choice
+/// when `source` is not an address of this machine. glommio cannot bind a
+/// socket before connecting, so the socket is created, bound and connected with a blocking
+/// connect on glommio's blocking thread pool (the shard keeps running), then handed over.
+async fn connect_from(source: IpAddr, address: SocketAddr) -> std::io::Result<TcpStream> {
+    let connected = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<Socket> {
+            let socket = Socket::new(
+                Domain::for_address(address),
+                Type::STREAM.cloexec(),
+                Some(Protocol::TCP),
+            )?;
+            match socket.bind(&SocketAddr::new(source, 0).into()) {
+                // A node id may name an address this machine does not own (behind NAT, a
+                // container's published address): then the kernel picks the source.
+                Err(error) if error.kind() == std::io::ErrorKind::AddrNotAvailable => {}
+                bound => bound?,
+            }
+            socket.connect_timeout(&address.into(), PEER_HANDSHAKE_TIMEOUT)?;
+            Ok(socket)
+        })
+        .await?;
+    // SAFETY: the descriptor is a freshly connected socket that we own and hand over.
+    Ok(unsafe { TcpStream::from_raw_fd(connected.into_raw_fd()) })
 }
 
 async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, PeerError> {
