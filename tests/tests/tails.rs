@@ -1,123 +1,30 @@
 //! Tail acceptance (tail.md §4–§5) against a real node: concurrent tails from different cursors
-//! while appends run, and a consumer that stops reading.
+//! while appends run, and a consumer that stops reading. The first three scenarios live in
+//! `starcite_tests::scenarios`, so that `cluster_acceptance` runs them against every cluster node.
 
 use std::io::{Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use serde_json::json;
-use starcite_tests::{event_body, Server, TailClient};
-
-fn append_n(
-    server: &Server,
-    session: &str,
-    producer: &str,
-    from: u64,
-    count: u64,
-    payload_bytes: usize,
-) {
-    let mut client = server.client();
-    let filler = "x".repeat(payload_bytes);
-    for producer_seq in from..from + count {
-        let body = json!({"type":"t","payload":{"fill":filler},"actor":"a","producer_id":producer,"producer_seq":producer_seq});
-        let response = client
-            .post_json(&format!("/v1/sessions/{session}/append"), &body)
-            .unwrap();
-        assert_eq!(response.status, 201, "{}", response.text());
-    }
-}
+use starcite_tests::scenarios::{self, append_n};
+use starcite_tests::{Server, TailClient};
 
 #[test]
 fn ten_concurrent_tails_from_different_cursors() {
     let server = Server::start();
-    server.create_session("tail-1");
-    append_n(&server, "tail-1", "p", 1, 50, 16);
-    let total = 400u64;
-    let tails: Vec<_> = (0..10u64)
-        .map(|i| {
-            let addr = server.http_addr;
-            thread::spawn(move || {
-                let cursor = i * 5;
-                let mut tail = TailClient::connect(addr, "tail-1", cursor);
-                let events = tail.read_until(total, Duration::from_secs(60));
-                assert_eq!(events.len() as u64, total - cursor);
-                assert_eq!(events[0]["seq"], cursor + 1);
-                tail.close();
-            })
-        })
-        .collect();
-    // Appends run while the tails replay and go live, from two producers.
-    let writers: Vec<_> = ["q", "r"]
-        .into_iter()
-        .map(|producer| {
-            let server_addr = server.http_addr;
-            thread::spawn(move || {
-                let mut client = starcite_tests::HttpClient::connect(server_addr).unwrap();
-                for producer_seq in 1..=175u64 {
-                    let response = client
-                        .post_json(
-                            "/v1/sessions/tail-1/append",
-                            &event_body(producer, producer_seq),
-                        )
-                        .unwrap();
-                    assert_eq!(response.status, 201, "{}", response.text());
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.join().unwrap();
-    }
-    for t in tails {
-        t.join().unwrap();
-    }
+    scenarios::concurrent_tails_from_different_cursors(&server, "tail-1");
 }
 
 #[test]
 fn cursor_beyond_last_seq_waits_for_new_events() {
     let server = Server::start();
-    server.create_session("tail-2");
-    append_n(&server, "tail-2", "p", 1, 3, 8);
-    let mut tail = TailClient::connect(server.http_addr, "tail-2", 5);
-    assert!(tail
-        .next_event(Duration::from_millis(300))
-        .unwrap()
-        .is_none());
-    append_n(&server, "tail-2", "p", 4, 3, 8);
-    let events = tail.read_until(6, Duration::from_secs(10));
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["seq"], 6);
+    scenarios::cursor_beyond_last_seq_waits_for_new_events(&server, "tail-2");
 }
 
 #[test]
 fn tail_of_missing_session_is_404() {
     let server = Server::start();
-    let mut client = server.client();
-    let response = client
-        .request(
-            "GET",
-            "/v1/sessions/none/tail",
-            &[
-                ("connection", "Upgrade"),
-                ("upgrade", "websocket"),
-                ("sec-websocket-version", "13"),
-                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ],
-            None,
-        )
-        .unwrap();
-    assert_eq!(response.status, 404);
-    assert_eq!(response.json()["error"], "session_not_found");
-    let bad_cursor = client
-        .request(
-            "GET",
-            "/v1/sessions/none/tail?cursor=-1",
-            &[("connection", "Upgrade"), ("upgrade", "websocket")],
-            None,
-        )
-        .unwrap();
-    assert_eq!(bad_cursor.status, 400);
-    assert_eq!(bad_cursor.json()["error"], "invalid_cursor");
+    scenarios::tail_of_missing_session_is_404(&server, "none");
 }
 
 /// A consumer that stops reading while far more than the tail buffer is appended: the server's

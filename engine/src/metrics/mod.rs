@@ -16,12 +16,16 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
+use starcite_raft::{NodeId, Role};
+
 use crate::api::NodeMode;
 
 use self::histogram::Histogram;
+use self::raft_members::RaftMembers;
 
 mod histogram;
 mod process;
+mod raft_members;
 mod render;
 
 /// `kind` label of `starcite_append_duration_seconds`.
@@ -122,12 +126,16 @@ pub struct Metrics {
     tail_replays: [AtomicU64; TAIL_REPLAY_REASONS.len()],
     tail_buffer_overflows: AtomicU64,
 
+    /// Whole-node role counts for a node whose shards report no members (see
+    /// [`Metrics::set_raft_groups`]); the members' reports win once there are any.
     raft_groups: [AtomicU64; RAFT_ROLES.len()],
     raft_term_max: AtomicU64,
+    raft_members: RaftMembers,
     raft_leader_changes: AtomicU64,
     raft_commit_duration: Histogram,
     raft_commands: [[AtomicU64; RAFT_OUTCOMES.len()]; RAFT_COMMANDS.len()],
     raft_snapshots: AtomicU64,
+    raft_snapshots_installed: AtomicU64,
     wal_fsync_duration: Histogram,
     wal_bytes_written: AtomicU64,
     storage_failures: AtomicU64,
@@ -181,10 +189,12 @@ impl Metrics {
             tail_buffer_overflows: AtomicU64::new(0),
             raft_groups: zeros(),
             raft_term_max: AtomicU64::new(0),
+            raft_members: RaftMembers::default(),
             raft_leader_changes: AtomicU64::new(0),
             raft_commit_duration: Histogram::new(),
             raft_commands: std::array::from_fn(|_| zeros()),
             raft_snapshots: AtomicU64::new(0),
+            raft_snapshots_installed: AtomicU64::new(0),
             wal_fsync_duration: Histogram::new(),
             wal_bytes_written: AtomicU64::new(0),
             storage_failures: AtomicU64::new(0),
@@ -393,14 +403,25 @@ impl Metrics {
             .store(u64::from(draining), Ordering::Relaxed);
     }
 
-    /// Gauges `starcite_raft_groups{role}`: counts of local members by role.
+    /// Gauges `starcite_raft_groups{role}`: whole-node counts of local members by role, used
+    /// until members report themselves through [`Metrics::observe_raft_member`].
     pub fn set_raft_groups(&self, leader: u64, follower: u64, candidate: u64, down: u64) {
         for (slot, value) in [leader, follower, candidate, down].into_iter().enumerate() {
             self.raft_groups[slot].store(value, Ordering::Relaxed);
         }
     }
 
-    /// Gauge `starcite_raft_term_max`.
+    /// The member of `group_id` on this node has `role` in `term` and knows `leader` (`NO_NODE`
+    /// if none). Called by the shard drivers whenever one of these changes; feeds
+    /// `starcite_raft_groups{role}`, `starcite_raft_term_max` and
+    /// `starcite_raft_leader_changes_total` (a leader this member had not known before).
+    pub fn observe_raft_member(&self, group_id: u32, role: Role, term: u64, leader: NodeId) {
+        if self.raft_members.observe(group_id, role, term, leader) {
+            self.raft_leader_change();
+        }
+    }
+
+    /// Gauge `starcite_raft_term_max`, used until members report themselves.
     pub fn set_raft_term_max(&self, term: u64) {
         self.raft_term_max.store(term, Ordering::Relaxed);
     }
@@ -413,6 +434,13 @@ impl Metrics {
     /// A snapshot was written.
     pub fn raft_snapshot(&self) {
         self.raft_snapshots.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counter `starcite_raft_snapshots_installed_total`: snapshots received from a leader and
+    /// installed (a lagging member caught up by snapshot instead of by log entries).
+    pub fn raft_snapshot_installed(&self) {
+        self.raft_snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request forwarded to another node: `op` (`write`, `read`), `outcome` (`ok`, `error`,

@@ -173,21 +173,29 @@ impl Metrics {
     }
 
     fn render_raft_and_storage(&self, out: &mut String) {
-        labelled(
+        let storage_failed = self.storage_failures.load(Ordering::Relaxed) > 0;
+        let (by_role, term_max) = match self.raft_members.summary(storage_failed) {
+            Some(summary) => (summary.by_role, summary.term_max),
+            None => (
+                std::array::from_fn(|slot| self.raft_groups[slot].load(Ordering::Relaxed)),
+                self.raft_term_max.load(Ordering::Relaxed),
+            ),
+        };
+        header(
             out,
             "starcite_raft_groups",
             "gauge",
             "Local group members by role.",
-            "role",
-            &RAFT_ROLES,
-            &self.raft_groups,
         );
+        for (role, count) in RAFT_ROLES.iter().zip(by_role) {
+            let _ = writeln!(out, "starcite_raft_groups{{role=\"{role}\"}} {count}");
+        }
         scalar(
             out,
             "starcite_raft_term_max",
             "gauge",
             "Highest current term across local groups.",
-            self.raft_term_max.load(Ordering::Relaxed),
+            term_max,
         );
         scalar(
             out,
@@ -225,6 +233,13 @@ impl Metrics {
             "counter",
             "Snapshots written.",
             self.raft_snapshots.load(Ordering::Relaxed),
+        );
+        scalar(
+            out,
+            "starcite_raft_snapshots_installed_total",
+            "counter",
+            "Snapshots received from a leader and installed.",
+            self.raft_snapshots_installed.load(Ordering::Relaxed),
         );
         header(
             out,
