@@ -143,6 +143,7 @@ async fn run_bridge(handle: EngineHandle, link: Arc<ClusterLink>, peer: PeerConf
     for status in transport.peer_statuses() {
         link.set_connected(&status.node_id, status.connected);
     }
+    link.mark_transport_started();
     let sending = {
         let link = link.clone();
         let transport = transport.clone();

@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod config;
+mod control;
 mod dev;
 mod logging;
 mod ops;

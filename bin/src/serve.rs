@@ -211,17 +211,9 @@ pub fn node_settings(config: &Config, engine: &EngineConfig) -> NodeSettings {
     }
 }
 
-/// The archive adapter's name for `/ops/status`.
-fn archive_adapter(config: &Config) -> &'static str {
-    match config.archive.backend {
-        ArchiveBackend::Local { .. } => "local",
-        ArchiveBackend::S3(_) => "s3",
-        ArchiveBackend::Postgres(_) => "postgres",
-    }
-}
-
-/// The node-wide control state: the drain mark from the data directory and, until the cluster
-/// provides its own, the control plane of a node that is the only voter of its groups.
+/// The node-wide control state: the drain mark from the data directory and the control plane —
+/// the cluster's (observer, probe, drain, leader balance) with two or more nodes, else that of a
+/// node that is the only voter of its groups.
 fn node_state(config: &Config, engine: &EngineConfig) -> anyhow::Result<NodeState> {
     let settings = node_settings(config, engine);
     let drain = DrainState::load(&settings.data_dir).context("load the drain mark")?;
@@ -237,13 +229,20 @@ fn node_state(config: &Config, engine: &EngineConfig) -> anyhow::Result<NodeStat
                 .display()
         );
     }
-    let plane = LocalControlPlane::new(
-        &settings.node_id,
-        &settings.local_groups(),
-        settings.num_groups,
-        archive_adapter(config),
-    );
-    Ok(NodeState::new(settings, Arc::new(plane), drain))
+    let plane: Arc<dyn starcite_net::ops::ControlPlane> = match &engine.link {
+        Some(link) => Arc::new(crate::control::ClusterControlPlane::new(
+            link.clone(),
+            Duration::from_millis(config.raft_election_timeout_ms),
+        )),
+        None => Arc::new(LocalControlPlane::new(
+            &settings.node_id,
+            &settings.local_groups(),
+            settings.num_groups,
+        )),
+    };
+    // Peers learn a mark that survived a restart with the first status report.
+    plane.announce_drain(drain.reason());
+    Ok(NodeState::new(settings, plane, drain))
 }
 
 /// Which listener a bind report is about.
@@ -257,9 +256,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     ensure_port_free(config.http_socket())?;
     ensure_port_free(config.ops_addr)?;
     let mut engine = engine_config(&config);
-    engine.archive = Some(open_archive(&config)?);
+    let archive = open_archive(&config)?;
+    let archive_progress = archive.progress.clone();
+    engine.archive = Some(archive);
     let peer = crate::cluster::configure(&config, &mut engine)?;
-    let node_state = Arc::new(node_state(&config, &engine)?);
+    let node_state =
+        Arc::new(node_state(&config, &engine)?.with_archive_progress(archive_progress));
     // Before any thread exists, so that every thread inherits the blocked mask.
     signals::block_termination_signals().context("block termination signals")?;
 

@@ -70,3 +70,12 @@ impl Server {
         crate::HttpClient::connect(self.ops_addr).unwrap()
     }
 }
+
+impl OpsRun {
+    /// The value of the text-output line `key=value` (`None` when there is no such line).
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+    }
+}

@@ -22,6 +22,15 @@ pub const KIND_REQUEST: u8 = 2;
 pub const KIND_REPLY: u8 = 3;
 /// A commit notification.
 pub const KIND_NOTIFICATION: u8 = 4;
+/// A node-status report of the observer (ops.md §3).
+pub const KIND_NODE_STATUS: u8 = 5;
+/// A forwarded drain or undrain of the receiving node.
+pub const KIND_DRAIN_REQUEST: u8 = 6;
+/// The answer to a forwarded drain or undrain.
+pub const KIND_DRAIN_REPLY: u8 = 7;
+
+/// Most node ids one node-status report lists (far above any supported cluster size).
+pub const STATUS_NODES_MAX: usize = 4096;
 
 const OP_CREATE: u8 = 1;
 const OP_APPEND: u8 = 2;
@@ -116,6 +125,52 @@ pub enum RoutedOutcome {
     Failed(ServiceError),
 }
 
+/// A node's drain mark as its reports carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainMark {
+    /// Not draining.
+    None,
+    /// Marked by the operator (sticky).
+    Operator,
+    /// Marked by a shutdown.
+    Shutdown,
+}
+
+impl DrainMark {
+    fn to_byte(self) -> u8 {
+        match self {
+            DrainMark::None => 0,
+            DrainMark::Operator => 1,
+            DrainMark::Shutdown => 2,
+        }
+    }
+
+    fn from_byte(tag: u8) -> Result<DrainMark, MessageError> {
+        match tag {
+            0 => Ok(DrainMark::None),
+            1 => Ok(DrainMark::Operator),
+            2 => Ok(DrainMark::Shutdown),
+            tag => Err(MessageError::UnknownTag {
+                field: "drain mark",
+                tag,
+            }),
+        }
+    }
+}
+
+/// What a node reports about itself to every connected node (peer message kind 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatusReport {
+    /// Its drain mark.
+    pub drain: DrainMark,
+    /// Its Raft readiness (a router reports its router readiness).
+    pub raft_ready: bool,
+    /// Groups it leads now.
+    pub led_groups: u32,
+    /// The nodes its observer sees as draining, ascending.
+    pub draining_nodes: Vec<NodeId>,
+}
+
 /// A decoded peer message.
 #[derive(Debug)]
 pub enum PeerMessage<'a> {
@@ -141,6 +196,22 @@ pub enum PeerMessage<'a> {
         session_id: String,
         /// Seq and `last_seq`.
         notification: Notification,
+    },
+    /// A node-status report.
+    NodeStatus(NodeStatusReport),
+    /// Drain (`draining`) or undrain the receiving node.
+    DrainRequest {
+        /// Echoed in the reply.
+        call_id: u64,
+        /// Drain (true) or undrain (false).
+        draining: bool,
+    },
+    /// The answer to a drain request.
+    DrainReply {
+        /// The request's call id.
+        call_id: u64,
+        /// The mark was applied.
+        applied: bool,
     },
 }
 
@@ -219,6 +290,39 @@ impl PeerMessage<'_> {
         writer.into_bytes()
     }
 
+    /// Encodes a node-status report.
+    pub fn encode_node_status(report: &NodeStatusReport) -> Vec<u8> {
+        let mut writer = Writer::new();
+        writer.u8(KIND_NODE_STATUS);
+        writer.u8(report.drain.to_byte());
+        writer.u8(u8::from(report.raft_ready));
+        writer.u32(report.led_groups);
+        let listed = &report.draining_nodes[..report.draining_nodes.len().min(STATUS_NODES_MAX)];
+        writer.u32(listed.len() as u32);
+        for node in listed {
+            writer.u64(*node);
+        }
+        writer.into_bytes()
+    }
+
+    /// Encodes a forwarded drain (`draining`) or undrain.
+    pub fn encode_drain_request(call_id: u64, draining: bool) -> Vec<u8> {
+        let mut writer = Writer::new();
+        writer.u8(KIND_DRAIN_REQUEST);
+        writer.u64(call_id);
+        writer.u8(u8::from(draining));
+        writer.into_bytes()
+    }
+
+    /// Encodes the answer to a forwarded drain or undrain.
+    pub fn encode_drain_reply(call_id: u64, applied: bool) -> Vec<u8> {
+        let mut writer = Writer::new();
+        writer.u8(KIND_DRAIN_REPLY);
+        writer.u64(call_id);
+        writer.u8(u8::from(applied));
+        writer.into_bytes()
+    }
+
     /// Decodes a frame body. Never panics, whatever the input.
     pub fn decode(body: &[u8]) -> Result<PeerMessage<'_>, MessageError> {
         let (&kind, rest) = body.split_first().ok_or(MessageError::Empty)?;
@@ -258,12 +362,50 @@ impl PeerMessage<'_> {
                     last_seq: reader.u64("last seq")?,
                 },
             },
+            KIND_NODE_STATUS => {
+                let drain = DrainMark::from_byte(reader.u8("drain mark")?)?;
+                let raft_ready = read_flag(&mut reader, "raft ready")?;
+                let led_groups = reader.u32("led groups")?;
+                let count = reader.count("draining nodes", 8)?;
+                if count > STATUS_NODES_MAX {
+                    return Err(MessageError::Field(FieldDecodeError::Truncated {
+                        field: "draining nodes",
+                    }));
+                }
+                let mut draining_nodes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    draining_nodes.push(reader.u64("draining node")?);
+                }
+                PeerMessage::NodeStatus(NodeStatusReport {
+                    drain,
+                    raft_ready,
+                    led_groups,
+                    draining_nodes,
+                })
+            }
+            KIND_DRAIN_REQUEST => PeerMessage::DrainRequest {
+                call_id: reader.u64("call id")?,
+                draining: read_flag(&mut reader, "draining")?,
+            },
+            KIND_DRAIN_REPLY => PeerMessage::DrainReply {
+                call_id: reader.u64("call id")?,
+                applied: read_flag(&mut reader, "applied")?,
+            },
             tag => return Err(MessageError::UnknownTag { field: "kind", tag }),
         };
         match reader.remaining() {
             0 => Ok(message),
             trailing => Err(MessageError::Trailing(trailing)),
         }
+    }
+}
+
+/// A byte that must be 0 or 1.
+fn read_flag(reader: &mut Reader<'_>, field: &'static str) -> Result<bool, MessageError> {
+    match reader.u8(field)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        tag => Err(MessageError::UnknownTag { field, tag }),
     }
 }
 
@@ -737,6 +879,57 @@ mod tests {
             PeerMessage::decode(&body),
             Ok(PeerMessage::Raft(b"abc"))
         ));
+    }
+
+    #[test]
+    fn control_messages_round_trip() {
+        let report = NodeStatusReport {
+            drain: DrainMark::Operator,
+            raft_ready: true,
+            led_groups: 85,
+            draining_nodes: vec![1, 3],
+        };
+        let body = PeerMessage::encode_node_status(&report);
+        assert_eq!(
+            body,
+            [5, 1, 1, 85, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]
+        );
+        match PeerMessage::decode(&body).expect("decodes") {
+            PeerMessage::NodeStatus(back) => assert_eq!(back, report),
+            other => panic!("unexpected {other:?}"),
+        }
+        for drain in [DrainMark::None, DrainMark::Shutdown] {
+            let report = NodeStatusReport {
+                drain,
+                raft_ready: false,
+                led_groups: 0,
+                draining_nodes: Vec::new(),
+            };
+            let body = PeerMessage::encode_node_status(&report);
+            assert!(matches!(
+                PeerMessage::decode(&body),
+                Ok(PeerMessage::NodeStatus(back)) if back == report
+            ));
+        }
+        let body = PeerMessage::encode_drain_request(11, true);
+        assert!(matches!(
+            PeerMessage::decode(&body),
+            Ok(PeerMessage::DrainRequest {
+                call_id: 11,
+                draining: true
+            })
+        ));
+        let body = PeerMessage::encode_drain_reply(11, false);
+        assert!(matches!(
+            PeerMessage::decode(&body),
+            Ok(PeerMessage::DrainReply {
+                call_id: 11,
+                applied: false
+            })
+        ));
+        // A bad drain mark or flag is refused.
+        assert!(PeerMessage::decode(&[5, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(PeerMessage::decode(&[6, 1, 0, 0, 0, 0, 0, 0, 0, 2]).is_err());
     }
 
     #[test]

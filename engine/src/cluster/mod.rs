@@ -11,27 +11,37 @@
 //!   the owning shards' inboxes, completes pending calls with their replies, publishes commit
 //!   notifications, and returns forwarded requests for the caller to execute locally.
 //!
+//! The control-plane side (`control`, `observer`): the members' roles as the shards publish
+//! them, startup sync, the observer of ops.md §3 fed by the node-status reports, forwarded
+//! drains, and the leader views and transfers of drain and leader balance.
+//!
 //! # Node ids
 //! Raft needs numeric node ids. Write nodes get `1..=W` in ascending byte order of their
 //! `NODE_NAME`; router nodes get `W+1..` in the same order. Every node derives the same ids from
 //! the same (fingerprinted) topology, so ids never travel on the wire as names.
 
+mod control;
 pub mod message;
+pub mod observer;
 pub(crate) mod router;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use starcite_raft::{NodeId, NO_NODE};
+use starcite_raft::{NodeId, Role, NO_NODE};
 
 use crate::api::Notification;
 use crate::notify::NotifyHub;
 use crate::placement;
 use crate::raftlog::{RaftInbox, RaftTransport};
 
-pub use message::{MessageError, PeerMessage, RoutedOp, RoutedOutcome, RoutedReply};
+pub use control::{DrainRequest, DRAIN_CALLS_MAX, DRAIN_REQUESTS_MAX};
+pub use message::{
+    DrainMark, MessageError, NodeStatusReport, PeerMessage, RoutedOp, RoutedOutcome, RoutedReply,
+};
+pub use observer::{Clock, ObservedPeer, Observer, PeerStatus};
 pub use router::{FORWARD_RPC_TIMEOUT, LEADER_CACHE_TTL_DEFAULT};
 
 /// Bound of the queue of messages waiting for the executor that owns the peer transport.
@@ -201,6 +211,55 @@ pub struct ClusterLink {
     hint_ttl: Duration,
     inbox: OnceLock<RaftInbox>,
     notify: OnceLock<Arc<NotifyHub>>,
+    /// Per group: the role of this node's member ([`ROLE_NONE`] when none runs here).
+    roles: Vec<AtomicU8>,
+    /// The peer transport runs (set by the bridge).
+    transport_started: AtomicBool,
+    observer: Observer,
+    /// The shards' request queues, for leader views and leadership transfers.
+    shards: OnceLock<Vec<flume::Sender<crate::shard::ShardRequest>>>,
+    /// Forwarded drains waiting for their answer: destination, when sent, where it goes.
+    drain_calls: Mutex<HashMap<u64, control::DrainCall>>,
+    drain_requests: flume::Sender<DrainRequest>,
+    drain_requests_receiver: Mutex<Option<flume::Receiver<DrainRequest>>>,
+    /// The latest write that ended in a commit timeout and is not yet reported to readiness.
+    write_timeout: Mutex<Option<WriteTimeout>>,
+    /// Per group: since when (ms after `created`, plus one) this node's member has been
+    /// electing — a candidate or without a known leader; 0 while it follows or leads a leader.
+    unsettled_since_ms: Vec<AtomicU64>,
+    created: Instant,
+}
+
+/// A write that ended in `503 raft_timeout` on this node: readiness demotes the node at once
+/// (ops.md §2, `probe_result` `write_timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteTimeout {
+    /// The group of the write.
+    pub group_id: u32,
+    /// `local_timeout` (this node was the leader) or `leader_retry_timeout` (forwarded).
+    pub outcome: &'static str,
+}
+
+/// No member of the group runs on this node.
+const ROLE_NONE: u8 = 0;
+
+fn role_to_byte(role: Role) -> u8 {
+    match role {
+        Role::Follower => 1,
+        Role::PreCandidate => 2,
+        Role::Candidate => 3,
+        Role::Leader => 4,
+    }
+}
+
+fn role_from_byte(byte: u8) -> Option<Role> {
+    match byte {
+        1 => Some(Role::Follower),
+        2 => Some(Role::PreCandidate),
+        3 => Some(Role::Candidate),
+        4 => Some(Role::Leader),
+        _ => None,
+    }
 }
 
 impl std::fmt::Debug for ClusterLink {
@@ -217,7 +276,18 @@ impl ClusterLink {
         let (outbound, receiver) = flume::bounded(PEER_OUTBOUND_MESSAGES_MAX);
         let nodes = topology.names.len();
         let groups = topology.group_replicas.len();
+        let (drain_requests, drain_requests_receiver) = flume::bounded(DRAIN_REQUESTS_MAX);
         Arc::new(ClusterLink {
+            roles: (0..groups).map(|_| AtomicU8::new(ROLE_NONE)).collect(),
+            transport_started: AtomicBool::new(false),
+            observer: Observer::new(topology.node_id, nodes),
+            shards: OnceLock::new(),
+            drain_calls: Mutex::new(HashMap::new()),
+            drain_requests,
+            drain_requests_receiver: Mutex::new(Some(drain_requests_receiver)),
+            write_timeout: Mutex::new(None),
+            unsettled_since_ms: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+            created: Instant::now(),
             outbound,
             outbound_receiver: Mutex::new(Some(receiver)),
             connected: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
@@ -265,9 +335,15 @@ impl ClusterLink {
         {
             slot.store(connected, Ordering::Release);
         }
-        if !connected {
+        self.observer
+            .set_connected(node_id, connected, observer::Clock::now());
+        if connected {
+            // The new peer learns this node's status at once, not only at the next period.
+            self.send_status_to(node_id);
+        } else {
             // Dropping the senders wakes the callers with "no reply".
             lock(&self.calls).retain(|_, (to, _)| *to != node_id);
+            lock(&self.drain_calls).retain(|_, (to, _, _)| *to != node_id);
         }
     }
 
@@ -308,7 +384,7 @@ impl ClusterLink {
     }
 
     /// The cached hint of `group_id`, if younger than the TTL.
-    pub(crate) fn cached_hint(&self, group_id: u32) -> Option<NodeId> {
+    pub fn cached_hint(&self, group_id: u32) -> Option<NodeId> {
         let hints = lock(&self.hints);
         let (leader, learnt) = hints.get(&group_id)?;
         (learnt.elapsed() < self.hint_ttl).then_some(*leader)
@@ -412,6 +488,29 @@ impl ClusterLink {
             } => {
                 if let Some(notify) = self.notify.get() {
                     notify.publish(&session_id, notification);
+                }
+                Delivered::Done
+            }
+            PeerMessage::NodeStatus(report) => {
+                self.observer
+                    .receive_report(from, report, observer::Clock::now());
+                Delivered::Done
+            }
+            PeerMessage::DrainRequest { call_id, draining } => {
+                let request = DrainRequest {
+                    from,
+                    call_id,
+                    draining,
+                };
+                if self.drain_requests.try_send(request).is_err() {
+                    tracing::warn!(from = from_name, "dropped a forwarded drain: queue full");
+                    self.reply_drain(from, call_id, false);
+                }
+                Delivered::Done
+            }
+            PeerMessage::DrainReply { call_id, applied } => {
+                if let Some((_, _, waiter)) = lock(&self.drain_calls).remove(&call_id) {
+                    let _ = waiter.try_send(applied);
                 }
                 Delivered::Done
             }

@@ -5,22 +5,25 @@
 //!    a member at all: ReadIndex serves it on a follower at the cost of one leader round trip,
 //!    which a forward would pay as well);
 //! 2. the leader this node's member knows, else the cached hint (`STARCITE_ROUTE_LEADER_CACHE_TTL_MS`);
-//! 3. the replicas in placement order. Every node counts as ready until readiness and drain
-//!    exist; nodes the peer transport does not reach are skipped.
+//! 3. the replicas that are ready (observer `ready` and Raft-ready), then those not draining,
+//!    then draining ones as a last resort, each in placement order; nodes the peer transport
+//!    does not reach are skipped.
 //!
 //! A "not leader" answer puts its hint next in line (and in the cache). Business outcomes
 //! return at once. A write that a leader accepted but did not commit in time answers
 //! `raft_timeout` and is never resubmitted, and so is a forwarded write whose connection broke
 //! or whose forwarding call timed out ([`FORWARD_RPC_TIMEOUT`]), since it may have been
-//! accepted. When every candidate failed without accepting, the answer is `raft_unavailable`.
+//! accepted. When every candidate failed without accepting (a leadership transfer or an
+//! election in progress), the router tries them all again after a short backoff within
+//! [`RETRY_BUDGET`]; only then the answer is `raft_unavailable`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use starcite_raft::NodeId;
 
-use super::{ClusterLink, RoutedOp, RoutedOutcome, RoutedReply};
+use super::{Clock, ClusterLink, RoutedOp, RoutedOutcome, RoutedReply, WriteTimeout};
 use crate::api::{ListQuery, ServiceError, SessionRecord};
 use crate::metrics;
 use crate::shard::EngineHandle;
@@ -30,6 +33,16 @@ pub const FORWARD_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default of `STARCITE_ROUTE_LEADER_CACHE_TTL_MS`.
 pub const LEADER_CACHE_TTL_DEFAULT: Duration = Duration::from_millis(10_000);
+
+/// How long a request keeps retrying when no candidate accepted it (the commit wait of
+/// cluster.md §5.1 step 4): a leadership change in progress settles well within it.
+pub const RETRY_BUDGET: Duration = Duration::from_millis(2000);
+
+/// First pause between two rounds over the candidates; doubled each round.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(25);
+
+/// Longest pause between two rounds.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// Groups a cluster-wide list asks at once.
 pub const LIST_GROUPS_IN_FLIGHT_MAX: u32 = 32;
@@ -51,7 +64,50 @@ pub(crate) async fn route(
     op: RoutedOp,
 ) -> Result<RoutedReply, ServiceError> {
     let group_id = crate::shard::group_of_op(&op, handle.config().num_groups);
-    let write = op.is_write();
+    let metric_op = if op.is_write() { "write" } else { "read" };
+    let deadline = Instant::now() + RETRY_BUDGET;
+    let mut backoff = RETRY_BACKOFF_MIN;
+    let mut forwarded = false;
+    loop {
+        let round = route_round(handle, link, group_id, &op, &mut forwarded).await;
+        let retry = match &round {
+            // Nobody accepted the command: a leadership change (drain, rebalance, election)
+            // may be under way; a new leader usually appears within a few heartbeats.
+            Err(ServiceError::RaftUnavailable) => Instant::now() + backoff < deadline,
+            _ => false,
+        };
+        if !retry {
+            if op.is_write() && matches!(round, Err(ServiceError::RaftTimeout)) {
+                link.note_write_timeout(WriteTimeout {
+                    group_id,
+                    outcome: if forwarded {
+                        "leader_retry_timeout"
+                    } else {
+                        "local_timeout"
+                    },
+                });
+            }
+            if forwarded {
+                let outcome = match &round {
+                    Ok(_) => "ok",
+                    Err(ServiceError::RaftTimeout) => "timeout",
+                    Err(ServiceError::RaftUnavailable) => "unavailable",
+                    Err(error) if error.status() >= 500 => "error",
+                    Err(_) => "ok",
+                };
+                metrics::global().routing_forward(metric_op, outcome);
+            } else if matches!(round, Err(ServiceError::RaftUnavailable)) {
+                metrics::global().routing_forward(metric_op, "unavailable");
+            }
+            return round;
+        }
+        glommio::timer::sleep(backoff).await;
+        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+    }
+}
+
+/// The candidates of `group_id` in the order of cluster.md §5.1 step 2.
+fn candidates(link: &ClusterLink, group_id: u32, write: bool) -> Vec<NodeId> {
     let self_id = link.node_id();
     let replicas: &[NodeId] = link
         .topology()
@@ -71,12 +127,42 @@ pub(crate) async fn route(
     if let Some(leader) = known_leader.or_else(|| link.cached_hint(group_id)) {
         push(&mut order, leader);
     }
-    for replica in replicas {
-        push(&mut order, *replica);
+    // Ready replicas, then the ones not draining, then draining ones as a last resort; each
+    // tier in placement order.
+    let clock = Clock::now();
+    let observer = link.observer();
+    let tier = |node: NodeId| {
+        if observer.is_ready(node, clock) {
+            0
+        } else if !observer.is_draining(node) {
+            1
+        } else {
+            2
+        }
+    };
+    let mut ranked: Vec<(u8, usize, NodeId)> = replicas
+        .iter()
+        .enumerate()
+        .map(|(position, node)| (tier(*node), position, *node))
+        .collect();
+    ranked.sort_unstable();
+    for (_, _, replica) in ranked {
+        push(&mut order, replica);
     }
+    order
+}
 
-    let metric_op = if write { "write" } else { "read" };
-    let mut forwarded = false;
+/// One pass over the candidates (see the module documentation).
+async fn route_round(
+    handle: &EngineHandle,
+    link: &ClusterLink,
+    group_id: u32,
+    op: &RoutedOp,
+    forwarded: &mut bool,
+) -> Result<RoutedReply, ServiceError> {
+    let write = op.is_write();
+    let self_id = link.node_id();
+    let mut order = candidates(link, group_id, write);
     let mut timed_out = false;
     let mut position = 0;
     while let Some(&candidate) = order.get(position) {
@@ -86,16 +172,11 @@ pub(crate) async fn route(
         } else if !link.is_connected(candidate) {
             Attempt::NotSent
         } else {
-            forwarded = true;
-            call(link, candidate, &op).await
+            *forwarded = true;
+            call(link, candidate, op).await
         };
         match attempt {
-            Attempt::Answered(RoutedOutcome::Ok(reply)) => {
-                if forwarded {
-                    metrics::global().routing_forward(metric_op, "ok");
-                }
-                return Ok(reply);
-            }
+            Attempt::Answered(RoutedOutcome::Ok(reply)) => return Ok(reply),
             Attempt::Answered(RoutedOutcome::NotLeader { leader_hint }) => {
                 if let Some(hint) = leader_hint.filter(|hint| *hint != candidate) {
                     link.cache_hint(group_id, hint);
@@ -115,28 +196,13 @@ pub(crate) async fn route(
                 timed_out = true;
             }
             Attempt::Answered(RoutedOutcome::Failed(ServiceError::RaftTimeout))
-            | Attempt::NoReply => {
-                if forwarded {
-                    metrics::global().routing_forward(metric_op, "timeout");
-                }
-                return Err(ServiceError::RaftTimeout);
-            }
-            Attempt::Answered(RoutedOutcome::Failed(error)) => {
-                if forwarded {
-                    let outcome = if error.status() >= 500 { "error" } else { "ok" };
-                    metrics::global().routing_forward(metric_op, outcome);
-                }
-                return Err(error);
-            }
+            | Attempt::NoReply => return Err(ServiceError::RaftTimeout),
+            Attempt::Answered(RoutedOutcome::Failed(error)) => return Err(error),
         }
     }
     if timed_out {
-        if forwarded {
-            metrics::global().routing_forward(metric_op, "timeout");
-        }
         return Err(ServiceError::RaftTimeout);
     }
-    metrics::global().routing_forward(metric_op, "unavailable");
     Err(ServiceError::RaftUnavailable)
 }
 

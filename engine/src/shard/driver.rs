@@ -15,6 +15,7 @@
 //! `raft_heartbeat_ms`. On ticks it also releases WAL segments that no group needs any more.
 
 use std::rc::Rc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -53,9 +54,11 @@ impl Shard {
         inbound: flume::Receiver<Envelope>,
     ) {
         let interval = Duration::from_millis(self.node.config.raft_heartbeat_ms.max(1));
-        let mut next_tick = Instant::now() + interval;
+        let mut next_tick = next_tick_after(Instant::now(), interval);
+        self.publish_members(true);
         loop {
             if self.closing.get() || self.failed.get() {
+                self.publish_members(false);
                 return;
             }
             let idle = !self.raft.borrow().has_ready() && inbound.is_empty();
@@ -85,7 +88,7 @@ impl Shard {
             }
             let mut result = Ok(());
             if Instant::now() >= next_tick {
-                next_tick = Instant::now() + interval;
+                next_tick = next_tick_after(Instant::now(), interval);
                 self.raft.borrow_mut().tick();
                 result = self.release_segments().await;
             }
@@ -94,6 +97,7 @@ impl Shard {
             }
             if let Err(reason) = result {
                 self.fail_storage(&reason);
+                self.publish_members(false);
                 return;
             }
         }
@@ -200,9 +204,15 @@ impl Shard {
                 self.confirm_read(read_state);
             }
             if let (Some(soft_state), Some(link)) = (&work.soft_state, &self.node.config.link) {
-                link.observe_leader(group_id, soft_state.leader);
+                link.observe_member(group_id, soft_state.role, soft_state.leader);
             }
             woke |= work.soft_state.is_some();
+            if work.soft_state.is_some() || work.hard_state.is_some() {
+                if let Some(node) = self.raft.borrow().group(group_id) {
+                    let (role, term, leader) = (node.role(), node.term(), node.leader_id());
+                    metrics::global().observe_raft_member(group_id, role, term, leader);
+                }
+            }
         }
         if woke {
             self.wake_apply_watchers();
@@ -332,6 +342,8 @@ impl Shard {
         }
         self.waiters_completed(completed);
         metrics::global().set_unarchived_bytes(self.node.unarchived_bytes());
+        metrics::global().raft_snapshot();
+        metrics::global().raft_snapshot_installed();
         tracing::info!(
             shard = self.shard_index,
             group = group_id,
@@ -526,6 +538,7 @@ impl Shard {
         match created {
             Ok(()) => {
                 self.groups.borrow_mut()[slot].snapshot_index = index;
+                metrics::global().raft_snapshot();
                 tracing::debug!(
                     shard = self.shard_index,
                     group = group_id,
@@ -625,6 +638,22 @@ impl Shard {
     }
 }
 
+/// The process-wide origin of the tick grid (see [`next_tick_after`]).
+static TICK_GRID_ORIGIN: OnceLock<Instant> = OnceLock::new();
+
+/// The first tick after `now` on a grid of `interval` shared by every shard of the process.
+/// Shards that tick at the same instant send their heartbeats in one burst: the peer bridge
+/// writes them together and the peers answer together, so an idle node wakes a few times per
+/// interval instead of a few times per shard and interval.
+fn next_tick_after(now: Instant, interval: Duration) -> Instant {
+    let origin = *TICK_GRID_ORIGIN.get_or_init(|| now);
+    let interval_ns = interval.as_nanos().max(1);
+    let elapsed_ns = now.saturating_duration_since(origin).as_nanos();
+    let ticks = elapsed_ns / interval_ns + 1;
+    let offset_ns = u64::try_from(ticks * interval_ns).unwrap_or(u64::MAX);
+    origin + Duration::from_nanos(offset_ns)
+}
+
 /// Serves the reads waiting for apply up to `applied`.
 fn release_reads(reads: &mut Vec<(u64, flume::Sender<()>)>, applied: u64) {
     reads.retain(|(index, sender)| {
@@ -643,5 +672,22 @@ pub(crate) fn record_group(record: &WalRecord) -> u32 {
         WalRecord::Entry { group, .. }
         | WalRecord::HardState { group, .. }
         | WalRecord::SnapshotInstalled { group, .. } => *group,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_fall_on_one_grid_for_every_caller() {
+        let interval = Duration::from_millis(100);
+        let now = Instant::now();
+        let first = next_tick_after(now, interval);
+        assert!(first > now && first <= now + interval);
+        // Another shard asking a moment later, within the same interval, gets the same tick.
+        let later = now + (first - now) / 2;
+        assert_eq!(next_tick_after(later, interval), first);
+        assert_eq!(next_tick_after(first, interval), first + interval);
     }
 }

@@ -315,7 +315,7 @@ impl Shard {
     }
 
     /// Waits until the driver applied something or roles changed; false once `deadline` passed.
-    async fn wait_for_apply(&self, deadline: Instant) -> bool {
+    pub(crate) async fn wait_for_apply(&self, deadline: Instant) -> bool {
         let Some(remaining) = deadline.checked_duration_since(Instant::now()) else {
             return false;
         };

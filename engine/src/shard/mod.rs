@@ -15,7 +15,10 @@
 //! - `route`: the bounded queues that carry requests to the owning shard.
 //! - `handle`: [`EngineHandle`] and its `Service` implementation.
 //! - `layout`: the file that pins the shard and group counts of a data directory.
+//! - `control`: what the control plane asks of a shard: leader views, leadership transfers,
+//!   and publishing every member's role and leader to the cluster link.
 
+mod control;
 mod driver;
 mod error;
 mod handle;
@@ -27,11 +30,14 @@ mod recovery;
 mod route;
 mod routed;
 
+pub(crate) use control::ControlRequest;
+pub use control::{LeaderView, TransferOutcome};
 pub use error::EngineError;
 pub use handle::EngineHandle;
 pub(crate) use local::Shard;
 pub use local::{ProposeError, COMMIT_WAIT_MS, SHARD_PENDING_ENTRIES_MAX};
 pub use node::{start, NodeHandle, ShutdownSignal, NUM_GROUPS_MAX, SHARDS_MAX};
 pub(crate) use ops::ack_archived as propose_ack_archived;
+pub(crate) use route::ShardRequest;
 pub use route::{SHARD_REQUESTS_IN_FLIGHT_MAX, SHARD_REQUEST_QUEUE_MAX};
 pub(crate) use routed::group_of_op;

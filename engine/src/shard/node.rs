@@ -330,6 +330,7 @@ where
     let notify = Arc::new(NotifyHub::new());
     if let Some(link) = &config.link {
         link.attach(inbox.clone(), notify.clone());
+        link.attach_shards(senders.clone());
     }
     let archive = match &config.archive {
         Some(settings) => Some(Arc::new(

@@ -65,6 +65,8 @@ pub(crate) enum ShardRequest {
         op: crate::cluster::RoutedOp,
         reply: flume::Sender<crate::cluster::RoutedOutcome>,
     },
+    /// A control-plane request (leader views, leadership transfer).
+    Control(super::control::ControlRequest),
     /// Commit an archive acknowledgement.
     AckArchived {
         group_id: u32,
@@ -139,6 +141,7 @@ async fn handle(shard: &Shard, request: ShardRequest) {
         } => {
             let _ = reply.send(super::routed::run(shard, group_id, op).await);
         }
+        ShardRequest::Control(request) => super::control::handle(shard, request).await,
         ShardRequest::List { query, reply } => {
             let _ = reply.send(Ok(shard.list(&query)));
         }

@@ -13,8 +13,14 @@ use std::pin::Pin;
 
 use serde_json::{Map, Value};
 
+use super::drain::DrainReason;
+use super::node::NodeState;
+
 /// A boxed future that can be awaited on any executor or blocked on from a plain thread.
 pub type ControlFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A boxed future that runs on the executor of the ops listener.
+pub type LocalControlFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 /// Why a request to another node could not be carried out.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -91,19 +97,6 @@ pub struct ProbeReport {
     pub failure: Option<ProbeFailure>,
 }
 
-/// Archive progress of this node for `/ops/status`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArchiveStatus {
-    /// `local`, `s3` or `postgres`.
-    pub adapter: String,
-    /// Committed events not yet archived.
-    pub lag_events: u64,
-    /// Sessions with events waiting for the archive.
-    pub pending_sessions: u64,
-    /// The most recent archive write error; `None` after a successful write.
-    pub last_error: Option<String>,
-}
-
 /// What the ops code needs from the cluster. `Send + Sync`: every shard's listener asks it.
 pub trait ControlPlane: Send + Sync + 'static {
     /// Startup sync finished (every local group recovered and joined its Raft group).
@@ -122,8 +115,18 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// (drain and shutdown, cluster.md §7). Resolves when done or given up.
     fn transfer_leaderships(&self) -> ControlFuture<'_, ()>;
 
-    /// Tell the other nodes about this node's drain mark.
-    fn announce_drain(&self, draining: bool);
+    /// Tell the other nodes about this node's drain mark (`None`: not draining).
+    fn announce_drain(&self, mark: Option<DrainReason>);
+
+    /// Readiness just computed this node's Raft (or router) readiness; the observer reports
+    /// it to the other nodes.
+    fn note_local_readiness(&self, _consensus_ready: bool) {}
+
+    /// The plane's own background work (observer maintenance, status reports, drain and
+    /// leader balance), run by the ops listener's executor for as long as it serves.
+    fn run<'a>(&'a self, _node: &'a NodeState) -> LocalControlFuture<'a> {
+        Box::pin(std::future::pending())
+    }
 
     /// Ask write node `node` (not this one) to set (`draining`) or clear its operator drain mark.
     fn forward_drain(
@@ -131,9 +134,6 @@ pub trait ControlPlane: Send + Sync + 'static {
         node: &str,
         draining: bool,
     ) -> ControlFuture<'_, Result<(), ControlError>>;
-
-    /// Archive progress of this node.
-    fn archive(&self) -> ArchiveStatus;
 }
 
 /// The control plane of a node that is the only voter of every group it hosts.
@@ -141,17 +141,11 @@ pub trait ControlPlane: Send + Sync + 'static {
 pub struct LocalControlPlane {
     node_id: String,
     hosted_groups: Vec<bool>,
-    archive_adapter: String,
 }
 
 impl LocalControlPlane {
     /// `local_groups` are the groups this node hosts (its placement), `num_groups` the total.
-    pub fn new(
-        node_id: &str,
-        local_groups: &[u32],
-        num_groups: u32,
-        archive_adapter: &str,
-    ) -> LocalControlPlane {
+    pub fn new(node_id: &str, local_groups: &[u32], num_groups: u32) -> LocalControlPlane {
         let mut hosted_groups = vec![false; num_groups as usize];
         for &group_id in local_groups {
             if let Some(hosted) = hosted_groups.get_mut(group_id as usize) {
@@ -161,7 +155,6 @@ impl LocalControlPlane {
         LocalControlPlane {
             node_id: node_id.to_owned(),
             hosted_groups,
-            archive_adapter: archive_adapter.to_owned(),
         }
     }
 }
@@ -195,7 +188,7 @@ impl ControlPlane for LocalControlPlane {
         Box::pin(async {})
     }
 
-    fn announce_drain(&self, _draining: bool) {
+    fn announce_drain(&self, _mark: Option<DrainReason>) {
         // No peers to inform.
     }
 
@@ -208,15 +201,5 @@ impl ControlPlane for LocalControlPlane {
         // to reach them.
         let node = node.to_owned();
         Box::pin(async move { Err(ControlError::Unreachable { node }) })
-    }
-
-    fn archive(&self) -> ArchiveStatus {
-        // The archiver reports its progress here once it runs inside the node.
-        ArchiveStatus {
-            adapter: self.archive_adapter.clone(),
-            lag_events: 0,
-            pending_sessions: 0,
-            last_error: None,
-        }
     }
 }

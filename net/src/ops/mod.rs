@@ -103,9 +103,14 @@ pub async fn serve<S: Service>(
             glommio::timer::sleep(MAINTENANCE_INTERVAL).await;
         }
     };
+    let plane = node.plane().run(&node);
     future::or(
         accept_connections(listener, handler, settings, &hooks, shutdown),
-        maintenance,
+        async {
+            // Neither ever finishes; the listener's end stops both.
+            future::zip(maintenance, plane).await;
+            Ok(())
+        },
     )
     .await
 }

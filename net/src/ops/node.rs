@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use starcite_engine::api::{NodeMode, NotReady};
+use starcite_engine::archiver::ArchiveProgress;
 use starcite_engine::{metrics, placement};
 
 use super::control::{ControlPlane, NodeStatus, ProbeFailure, ProbeReport};
@@ -86,6 +87,9 @@ struct ProbeRecord {
     report: ProbeReport,
 }
 
+/// The adapter `/ops/status` names until the node's archiver is attached (config.md default).
+const ARCHIVE_ADAPTER_DEFAULT: &str = "local";
+
 /// The node-wide control state, shared by every shard (`Send + Sync`).
 pub struct NodeState {
     settings: NodeSettings,
@@ -93,6 +97,8 @@ pub struct NodeState {
     plane: Arc<dyn ControlPlane>,
     drain: DrainState,
     probe: Mutex<Option<ProbeRecord>>,
+    /// Fed by the node's archiver; read by `/ops/status`.
+    archive: Arc<ArchiveProgress>,
 }
 
 impl NodeState {
@@ -109,9 +115,16 @@ impl NodeState {
             plane,
             drain,
             probe: Mutex::new(None),
+            archive: Arc::new(ArchiveProgress::new(ARCHIVE_ADAPTER_DEFAULT)),
         };
         metrics::global().set_node_draining(state.drain.is_draining());
         state
+    }
+
+    /// Report `progress` (the one the node's archiver feeds) as `archive` of `/ops/status`.
+    pub fn with_archive_progress(mut self, progress: Arc<ArchiveProgress>) -> NodeState {
+        self.archive = progress;
+        self
     }
 
     /// The configuration facts.
@@ -231,6 +244,7 @@ impl NodeState {
             .ready_nodes(consensus.is_ready())
             .contains(&self.settings.node_id);
         let draining = self.drain.is_draining();
+        self.plane.note_local_readiness(consensus.is_ready());
         let result = compose(&ReadinessInputs {
             mode: self.settings.mode,
             storage,
@@ -291,6 +305,14 @@ impl NodeState {
     /// Set the operator's drain mark on this node, tell the peers, hand leaderships over.
     /// Idempotent: a second drain changes nothing.
     pub async fn drain_local(&self) -> Result<(), DrainError> {
+        self.mark_draining()?;
+        self.plane.transfer_leaderships().await;
+        Ok(())
+    }
+
+    /// The first half of [`NodeState::drain_local`]: set the operator's mark and tell the
+    /// peers, without waiting for the leadership hand-off.
+    pub fn mark_draining(&self) -> Result<(), DrainError> {
         let changed = self
             .drain
             .mark_operator(&self.settings.node_id, unix_now_ms())?;
@@ -298,9 +320,8 @@ impl NodeState {
         metrics::global().set_node_ready(false);
         if changed {
             tracing::info!("node {} marked draining by operator", self.settings.node_id);
-            self.plane.announce_drain(true);
+            self.plane.announce_drain(self.drain.reason());
         }
-        self.plane.transfer_leaderships().await;
         Ok(())
     }
 
@@ -314,7 +335,7 @@ impl NodeState {
                 "node {} drain mark cleared by operator",
                 self.settings.node_id
             );
-            self.plane.announce_drain(draining);
+            self.plane.announce_drain(self.drain.reason());
         }
         Ok(())
     }
@@ -325,7 +346,7 @@ impl NodeState {
         self.drain.mark_shutdown();
         metrics::global().set_node_draining(true);
         metrics::global().set_node_ready(false);
-        self.plane.announce_drain(true);
+        self.plane.announce_drain(self.drain.reason());
     }
 
     /// The status object of `GET /ops/status`.
@@ -344,7 +365,7 @@ impl NodeState {
             .filter(|leader| leader.as_ref() == Some(node_id))
             .count() as u64;
         let groups_without_leader = leaders.iter().filter(|leader| leader.is_none()).count() as u64;
-        let archive = self.plane.archive();
+        let archive = self.archive.snapshot();
         StatusObject {
             node: node_id.clone(),
             local_write_node: self.settings.is_write_node(),
@@ -382,7 +403,7 @@ impl NodeState {
             },
             groups_without_leader,
             archive: ArchiveView {
-                adapter: archive.adapter,
+                adapter: archive.adapter.to_owned(),
                 lag_events: archive.lag_events,
                 pending_sessions: archive.pending_sessions,
                 last_error: archive.last_error,
@@ -424,7 +445,7 @@ mod tests {
 
     fn single_node() -> NodeState {
         let settings = settings(&["n1@h"], "n1@h");
-        let plane = LocalControlPlane::new("n1@h", &settings.local_groups(), 8, "local");
+        let plane = LocalControlPlane::new("n1@h", &settings.local_groups(), 8);
         NodeState::new(settings, Arc::new(plane), DrainState::in_memory())
     }
 
@@ -490,7 +511,7 @@ mod tests {
         fn transfer_leaderships(&self) -> super::super::control::ControlFuture<'_, ()> {
             Box::pin(async {})
         }
-        fn announce_drain(&self, _draining: bool) {}
+        fn announce_drain(&self, _mark: Option<crate::ops::drain::DrainReason>) {}
         fn forward_drain(
             &self,
             node: &str,
@@ -499,15 +520,12 @@ mod tests {
         {
             self.0.forward_drain(node, draining)
         }
-        fn archive(&self) -> super::super::control::ArchiveStatus {
-            self.0.archive()
-        }
     }
 
     #[test]
     fn a_leader_with_a_ready_replica_is_not_drained() {
         let settings = settings(&["n1@h", "n2@h"], "n1@h");
-        let local = LocalControlPlane::new("n1@h", &settings.local_groups(), 8, "local");
+        let local = LocalControlPlane::new("n1@h", &settings.local_groups(), 8);
         let node = NodeState::new(settings, Arc::new(TwoNodes(local)), DrainState::in_memory());
         assert_eq!(node.ready_nodes(true), ["n1@h", "n2@h"]);
         futures_lite::future::block_on(node.drain_local()).unwrap();
@@ -516,6 +534,36 @@ mod tests {
         let status = node.status(Ok(()));
         assert_eq!(status.observer.visible_nodes, ["n2@h"]);
         assert_eq!(status.observer.raft_ready_nodes, ["n1@h", "n2@h"]);
+    }
+
+    /// `/ops/status` reports what the archiver last fed into the shared progress cell: its
+    /// lag, and the last write error until a write succeeds.
+    #[test]
+    fn status_reports_the_archivers_progress() {
+        let progress = Arc::new(ArchiveProgress::new("s3"));
+        let node = single_node().with_archive_progress(progress.clone());
+        let idle = node.status(Ok(())).archive;
+        assert_eq!(idle.adapter, "s3");
+        assert_eq!((idle.lag_events, idle.pending_sessions), (0, 0));
+        assert_eq!(idle.last_error, None);
+
+        progress.set_lag(120, 3);
+        progress.record_write(Some("PUT rejected: HTTP 403 SignatureDoesNotMatch".into()));
+        let failing = node.status(Ok(())).archive;
+        assert_eq!((failing.lag_events, failing.pending_sessions), (120, 3));
+        assert_eq!(
+            failing.last_error.as_deref(),
+            Some("PUT rejected: HTTP 403 SignatureDoesNotMatch")
+        );
+        let json = serde_json::to_value(node.status(Ok(()))).unwrap();
+        assert_eq!(json["archive"]["lag_events"], 120);
+        assert_eq!(json["archive"]["adapter"], "s3");
+
+        progress.record_write(None);
+        progress.set_lag(0, 0);
+        let caught_up = node.status(Ok(())).archive;
+        assert_eq!((caught_up.lag_events, caught_up.pending_sessions), (0, 0));
+        assert_eq!(caught_up.last_error, None);
     }
 
     #[test]

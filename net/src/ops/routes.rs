@@ -427,7 +427,7 @@ mod tests {
             data_dir: PathBuf::from("/d"),
             raft_data_dir: PathBuf::from("/d/raft"),
         };
-        let plane = LocalControlPlane::new("n1@h", &settings.local_groups(), 16, "local");
+        let plane = LocalControlPlane::new("n1@h", &settings.local_groups(), 16);
         NodeState::new(settings, Arc::new(plane), DrainState::in_memory())
     }
 
