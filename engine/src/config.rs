@@ -9,6 +9,7 @@ use starcite_archive::ArchiveAdapter;
 use starcite_raft::NodeId;
 
 use crate::api::NodeMode;
+use crate::archiver::ArchiveProgress;
 use crate::cluster::ClusterLink;
 use crate::raftlog::RaftTransport;
 use crate::wal::{FaultPlan, SEGMENT_BYTES_MAX_DEFAULT};
@@ -113,12 +114,15 @@ pub struct ArchiveSettings {
     pub read_cache_compressed: bool,
     /// `STARCITE_EVENT_STORE_CAPACITY_CHECK_INTERVAL`: applied writes between two budget checks.
     pub capacity_check_interval_writes: u64,
+    /// Lag and last write error of this node's archiver, which the ops API reports.
+    pub progress: Arc<ArchiveProgress>,
 }
 
 impl ArchiveSettings {
     /// The defaults of config.md §4.3 around an opened adapter.
     pub fn new(adapter: Arc<dyn ArchiveAdapter>) -> Self {
         ArchiveSettings {
+            progress: Arc::new(ArchiveProgress::new(adapter.name())),
             adapter,
             batch_events_max: ARCHIVE_BATCH_EVENTS_DEFAULT,
             retry_max_ms: ARCHIVE_RETRY_MAX_MS_DEFAULT,

@@ -25,6 +25,12 @@ impl Cluster {
     /// Starts the four nodes and waits until each answers `/health/ready` = 200 and a write
     /// succeeds through the router in every group.
     pub fn start() -> Cluster {
+        Cluster::start_with(|options| options)
+    }
+
+    /// [`Cluster::start`] with every node's options passed through `configure` last (for
+    /// settings such as another archive adapter).
+    pub fn start_with(configure: impl Fn(ServerOptions) -> ServerOptions) -> Cluster {
         let names: Vec<&str> = WRITE_NODES.iter().copied().chain([ROUTER_NODE]).collect();
         let peer_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
         let cluster_nodes = names
@@ -49,7 +55,7 @@ impl Cluster {
                     .with("STARCITE_ARCHIVE_LOCAL_SHARED", "true")
                     .with("STARCITE_ARCHIVE_LOCAL_DIR", archive.to_str().unwrap());
                 options.wait_ready = false;
-                Server::start_with(options)
+                Server::start_with(configure(options))
             })
             .collect();
         let mut cluster = Cluster { nodes };
@@ -63,13 +69,69 @@ impl Cluster {
             node.wait_live();
         }
         // A session per group proves that every group has a leader reachable from the router.
-        let router = &self.nodes[3];
-        let mut covered = vec![false; CLUSTER_GROUPS as usize];
+        self.wait_writable(3, CLUSTER_GROUPS);
+    }
+
+    /// The router node.
+    pub fn router(&self) -> &Server {
+        &self.nodes[3]
+    }
+
+    /// Three write nodes only (`WRITE_NODES`, RF 3, `groups` groups, no router node), started
+    /// together; waits until each is live and every group accepts a write through node 0.
+    pub fn start_write_nodes(groups: u32) -> Cluster {
+        let peer_ports: Vec<u16> = WRITE_NODES.iter().map(|_| free_port()).collect();
+        let cluster_nodes = WRITE_NODES
+            .iter()
+            .zip(&peer_ports)
+            .map(|(name, port)| format!("{name}:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let write_nodes = WRITE_NODES.join(",");
+        let archive = tempfile::tempdir().unwrap().keep();
+        let nodes = WRITE_NODES
+            .iter()
+            .zip(&peer_ports)
+            .map(|(name, port)| {
+                let mut options = ServerOptions::default()
+                    .with("NODE_NAME", name)
+                    .with("CLUSTER_NODES", &cluster_nodes)
+                    .with("STARCITE_WRITE_NODE_IDS", &write_nodes)
+                    .with("STARCITE_WRITE_REPLICATION_FACTOR", "3")
+                    .with("STARCITE_PEER_PORT", &port.to_string())
+                    .with("STARCITE_PEER_BIND_ADDR", "127.0.0.1")
+                    .with("STARCITE_NUM_GROUPS", &groups.to_string())
+                    .with("STARCITE_ARCHIVE_LOCAL_SHARED", "true")
+                    .with("STARCITE_ARCHIVE_LOCAL_DIR", archive.to_str().unwrap());
+                // More detail in the node logs when diagnosing a failure.
+                if let Ok(level) = std::env::var("STARCITE_TEST_LOG_LEVEL") {
+                    options = options.with("STARCITE_LOG_LEVEL", &level);
+                }
+                options.wait_ready = false;
+                Server::start_with(options)
+            })
+            .collect();
+        let cluster = Cluster { nodes };
+        for node in &cluster.nodes {
+            wait_for("/health/live = 200", CLUSTER_READY_TIMEOUT, || {
+                let mut client = crate::HttpClient::connect(node.http_addr).ok()?;
+                let response = client.get("/health/live").ok()?;
+                (response.status == 200).then_some(())
+            });
+        }
+        cluster.wait_writable(0, groups);
+        cluster
+    }
+
+    /// Waits until a session create through `nodes[via]` succeeds in every one of `groups`.
+    pub fn wait_writable(&self, via: usize, groups: u32) {
+        let node = &self.nodes[via];
+        let mut covered = vec![false; groups as usize];
         let mut index = 0u32;
         while covered.iter().any(|done| !done) {
             let id = format!("probe-{index}");
             index += 1;
-            let group = session_group(&id, CLUSTER_GROUPS) as usize;
+            let group = session_group(&id, groups) as usize;
             if covered[group] {
                 continue;
             }
@@ -77,7 +139,7 @@ impl Cluster {
                 &format!("a write in group {group}"),
                 CLUSTER_READY_TIMEOUT,
                 || {
-                    let mut client = router.client();
+                    let mut client = node.client();
                     let body = serde_json::json!({"id": id, "creator_principal": creator()});
                     let response = client.post_json("/v1/sessions", &body).ok()?;
                     matches!(response.status, 201 | 409).then_some(())
@@ -87,9 +149,21 @@ impl Cluster {
         }
     }
 
-    /// The router node.
-    pub fn router(&self) -> &Server {
-        &self.nodes[3]
+    /// `NODE_NAME` of `nodes[index]`.
+    pub fn node_name(&self, index: usize) -> &'static str {
+        WRITE_NODES.get(index).copied().unwrap_or(ROUTER_NODE)
+    }
+
+    /// Every node as a load-balancer backend, in `nodes` order.
+    pub fn backends(&self) -> Vec<crate::balancer::Backend> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| crate::balancer::Backend {
+                name: self.node_name(index).to_string(),
+                http_addr: node.http_addr,
+            })
+            .collect()
     }
 
     /// Appends one event through `node`, retrying 503s with the same `producer_seq` until
@@ -142,4 +216,22 @@ impl Cluster {
 /// for picking sessions of distinct groups.
 pub fn session_group(session_id: &str, groups: u32) -> u32 {
     starcite_engine::placement::group_of(session_id, groups)
+}
+
+/// `count` session ids `<prefix>-<n>`, the same number in each of `groups` groups.
+pub fn sessions_per_group(prefix: &str, count: usize, groups: u32) -> Vec<String> {
+    let per_group = count / groups as usize;
+    let mut counts = vec![0usize; groups as usize];
+    let mut sessions = Vec::new();
+    let mut index = 0;
+    while sessions.len() < count {
+        let id = format!("{prefix}-{index}");
+        index += 1;
+        let group = session_group(&id, groups) as usize;
+        if counts[group] < per_group {
+            counts[group] += 1;
+            sessions.push(id);
+        }
+    }
+    sessions
 }

@@ -4,9 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod appenders;
+pub mod balancer;
 pub mod cluster;
 pub mod http;
 pub mod ops;
+pub mod scenarios;
 pub mod server;
 pub mod tail;
 

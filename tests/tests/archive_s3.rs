@@ -1,6 +1,7 @@
 //! The `s3` archive end to end against a real `s3s-fs`: the archiver catches up and reads
 //! replay from the archive; with the S3 server down the 1 KiB budget gives `429` with
-//! `Retry-After`, and appends are accepted again once it is back (archive.md §8).
+//! `Retry-After`, and appends are accepted again once it is back (archive.md §8); a wrong
+//! secret key is reported in the log and `/ops/status`, and is not fatal.
 
 mod archive_support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use archive_support::{
     assert_archived_and_readable, assert_events_read, load_sessions, wait_archived, S3Service,
-    CATCH_UP_TIMEOUT,
+    CATCH_UP_TIMEOUT, S3_SECRET_ACCESS_KEY,
 };
 use serde_json::json;
 use starcite_tests::{wait_for, Server, ServerOptions};
@@ -95,4 +96,69 @@ fn s3_outage_backpressures_then_recovers() {
     accepted += 1;
     wait_archived(&server, &["outage".to_string()]);
     assert_events_read(&server, "outage", accepted);
+}
+
+/// A wrong S3 secret key: every archive write is refused by `s3s-fs`; the node logs why at
+/// `warn` and reports it as `archive.last_error` of `/ops/status` (with the lag it causes),
+/// keeps running and serving appends, and does not restart. With the right key after a restart
+/// the archive catches up and `last_error` is null again.
+#[test]
+fn s3_wrong_secret_key_is_reported_not_fatal() {
+    let s3 = S3Service::start();
+    let mut server =
+        Server::start_with(options(&s3).with("STARCITE_S3_SECRET_ACCESS_KEY", "not-the-secret"));
+    let pid = server.pid();
+    let ids = load_sessions(&server, "secret", 2, 50);
+    let status = wait_for(
+        "archive.last_error in /ops/status",
+        CATCH_UP_TIMEOUT,
+        || {
+            let response = server.ops_client().get("/ops/status").ok()?;
+            assert_eq!(response.status, 200, "{}", response.text());
+            let archive = response.json()["archive"].clone();
+            // The lag is refreshed on the archiver's next tick after the last append.
+            let complete = archive["last_error"].is_string() && archive["lag_events"] == 100;
+            complete.then_some(archive)
+        },
+    );
+    let last_error = status["last_error"].as_str().unwrap();
+    assert!(
+        last_error.contains("HTTP 403") && last_error.contains("secret access key"),
+        "last_error should say the credentials were refused: {last_error}"
+    );
+    assert_eq!(status["adapter"], "s3");
+    assert_eq!(status["pending_sessions"], 2, "{status}");
+    let log = server.log();
+    assert!(
+        log.contains("archive write failed for session secret-0")
+            || log.contains("archive write failed for session secret-1"),
+        "the log should name the failed write:\n{log}"
+    );
+    assert!(log.contains("secret access key"), "{log}");
+
+    // Several backoff rounds later the same process still runs, ready and accepting appends.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(server.pid(), pid);
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "the node exited"
+    );
+    let ready = server.client().get("/health/ready").unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let mut client = server.client();
+    archive_support::append_events(&mut client, &ids[0], "p", 51, 1, 32);
+
+    server.set_env("STARCITE_S3_SECRET_ACCESS_KEY", Some(S3_SECRET_ACCESS_KEY));
+    server.restart();
+    wait_archived(&server, &ids);
+    wait_for(
+        "no lag and no error in /ops/status",
+        CATCH_UP_TIMEOUT,
+        || {
+            let archive = server.ops_client().get("/ops/status").ok()?.json()["archive"].clone();
+            let caught_up = archive["lag_events"] == 0 && archive["pending_sessions"] == 0;
+            (caught_up && archive["last_error"].is_null()).then_some(())
+        },
+    );
+    assert_events_read(&server, &ids[0], 51);
 }

@@ -279,6 +279,40 @@ fn frame_from_row(row: &postgres::Row, session_id: &str) -> Result<EventFrame, A
     Ok(checked)
 }
 
+impl PostgresAdapter {
+    /// Run `operation` on a pooled connection. A pooled connection may have been closed by the
+    /// server since it was opened (a PostgreSQL restart), which shows only when it is used:
+    /// then `operation` runs again on another connection. Each such failure discards one
+    /// dead connection, so `pool size + 1` attempts always reach a newly opened one.
+    fn with_open_connection<T>(
+        &self,
+        mut operation: impl FnMut(&mut postgres::Client) -> Result<T, ArchiveError>,
+    ) -> Result<T, ArchiveError> {
+        let attempts_max = self.pool.size_max().saturating_add(1);
+        let mut attempt = 1;
+        loop {
+            let mut client = self.pool.checkout()?;
+            match operation(&mut client) {
+                Err(error) if attempt < attempts_max && connection_lost(&client, &error) => {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// Whether `error` came from the connection itself (closed, or its socket failed) rather than
+/// from the statement.
+fn connection_lost(client: &postgres::Client, error: &ArchiveError) -> bool {
+    let ArchiveError::Postgres { source, .. } = error else {
+        return false;
+    };
+    let socket_failed =
+        std::error::Error::source(source).is_some_and(|inner| inner.is::<std::io::Error>());
+    client.is_closed() || source.is_closed() || socket_failed
+}
+
 impl ArchiveAdapter for PostgresAdapter {
     fn name(&self) -> &'static str {
         "postgres"
@@ -298,27 +332,29 @@ impl ArchiveAdapter for PostgresAdapter {
             .map(EventRow::new)
             .collect::<Result<Vec<_>, _>>()?;
         let failed = |operation| move |source| ArchiveError::Postgres { operation, source };
-        let mut client = self.pool.checkout()?;
-        let mut transaction = client
-            .transaction()
-            .map_err(failed("begin the events transaction"))?;
-        let mut inserted_count = 0;
-        for statement_rows in rows.chunks(INSERT_ROWS_PER_STATEMENT_MAX) {
-            let sql = insert_sql(statement_rows.len());
-            let mut parameters: Vec<&(dyn ToSql + Sync)> =
-                Vec::with_capacity(1 + statement_rows.len() * INSERT_PARAMETERS_PER_ROW_COUNT);
-            parameters.push(&session_id);
-            for row in statement_rows {
-                row.push_parameters(&mut parameters);
+        // The transaction commits all rows or none, so running it again is safe.
+        self.with_open_connection(|client| {
+            let mut transaction = client
+                .transaction()
+                .map_err(failed("begin the events transaction"))?;
+            let mut inserted_count = 0;
+            for statement_rows in rows.chunks(INSERT_ROWS_PER_STATEMENT_MAX) {
+                let sql = insert_sql(statement_rows.len());
+                let mut parameters: Vec<&(dyn ToSql + Sync)> =
+                    Vec::with_capacity(1 + statement_rows.len() * INSERT_PARAMETERS_PER_ROW_COUNT);
+                parameters.push(&session_id);
+                for row in statement_rows {
+                    row.push_parameters(&mut parameters);
+                }
+                inserted_count += transaction
+                    .execute(sql.as_str(), &parameters)
+                    .map_err(failed("insert events"))?;
             }
-            inserted_count += transaction
-                .execute(sql.as_str(), &parameters)
-                .map_err(failed("insert events"))?;
-        }
-        transaction
-            .commit()
-            .map_err(failed("commit the events transaction"))?;
-        Ok(inserted_count)
+            transaction
+                .commit()
+                .map_err(failed("commit the events transaction"))?;
+            Ok(inserted_count)
+        })
     }
 
     fn read_events(
@@ -332,14 +368,14 @@ impl ArchiveAdapter for PostgresAdapter {
         if from_seq > to_seq {
             return Ok(Vec::new());
         }
-        let mut client = self.pool.checkout()?;
-        let rows = client
-            .query(READ_SQL, &[&session_id, &from_seq, &to_seq])
-            .map_err(|source| ArchiveError::Postgres {
-                operation: "read events",
-                source,
-            })?;
-        drop(client);
+        let rows = self.with_open_connection(|client| {
+            client
+                .query(READ_SQL, &[&session_id, &from_seq, &to_seq])
+                .map_err(|source| ArchiveError::Postgres {
+                    operation: "read events",
+                    source,
+                })
+        })?;
         rows.iter()
             .map(|row| {
                 let frame = frame_from_row(row, session_id)?;

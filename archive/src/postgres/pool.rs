@@ -47,6 +47,11 @@ impl Pool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The most connections the pool opens.
+    pub(crate) fn size_max(&self) -> u32 {
+        self.size_max
+    }
+
     /// Opens a connection outside the pool (migrations run on their own connection).
     pub(crate) fn connect(&self) -> Result<Client, ArchiveError> {
         self.config

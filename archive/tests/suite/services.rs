@@ -161,41 +161,75 @@ pub fn as_postgres_user(binary: &Path) -> Command {
     }
 }
 
+/// A PostgreSQL server (trust auth, user `postgres`) on a loopback port in its own directory,
+/// which a test can stop and start again on the same port and data. It is stopped when the test
+/// process exits.
+#[derive(Clone, Debug)]
+pub struct PostgresServer {
+    pg_ctl: PathBuf,
+    root: PathBuf,
+    data: PathBuf,
+    /// The loopback port it listens on.
+    pub port: u16,
+}
+
+impl PostgresServer {
+    /// Initialise a new cluster in a directory named with `temp_prefix` and start it.
+    pub fn start(temp_prefix: &str) -> PostgresServer {
+        let (initdb, pg_ctl) = postgres_binaries();
+        let root = persistent_temp_dir(temp_prefix);
+        if is_root() {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&root));
+        }
+        let data = root.join("data");
+        run(as_postgres_user(&initdb).arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]));
+        let server = PostgresServer {
+            pg_ctl,
+            root,
+            data,
+            port: free_port(),
+        };
+        server.resume();
+        let stopped = server.clone();
+        at_exit(move || stopped.stop());
+        server
+    }
+
+    /// Start the server (again, after [`PostgresServer::stop`]) and wait until it accepts
+    /// connections.
+    pub fn resume(&self) {
+        let server_options = format!("-p {} -h 127.0.0.1 -k {}", self.port, self.root.display());
+        run(as_postgres_user(&self.pg_ctl)
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.root.join("server.log"))
+            .args(["-w", "-t", "60", "-o", &server_options, "start"]));
+    }
+
+    /// Stop the server at once (`-m immediate`: open connections are cut, like a crash).
+    pub fn stop(&self) {
+        let _ = as_postgres_user(&self.pg_ctl)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
 /// Start a fresh PostgreSQL server (trust auth, user `postgres`) on a free loopback port in a
 /// new directory named with `temp_prefix`; it is stopped when the test process exits. Returns
 /// the port.
 pub fn start_postgres(temp_prefix: &str) -> u16 {
-    let (initdb, pg_ctl) = postgres_binaries();
-    let root = persistent_temp_dir(temp_prefix);
-    if is_root() {
-        run(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&root));
-    }
-    let data = root.join("data");
-    run(as_postgres_user(&initdb).arg("-D").arg(&data).args([
-        "-U",
-        "postgres",
-        "-A",
-        "trust",
-        "-E",
-        "UTF8",
-        "--no-sync",
-    ]));
-    let port = free_port();
-    let server_options = format!("-p {port} -h 127.0.0.1 -k {}", root.display());
-    run(as_postgres_user(&pg_ctl)
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(root.join("server.log"))
-        .args(["-w", "-t", "60", "-o", &server_options, "start"]));
-    at_exit(move || {
-        let _ = as_postgres_user(&pg_ctl)
-            .arg("-D")
-            .arg(&data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    });
-    port
+    PostgresServer::start(temp_prefix).port
 }

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
+use super::archive::{self, ArchiveOutcome};
 use super::client::Connection;
 
 /// Pause before reconnecting after a transport error, so a down server is not spun on.
@@ -29,6 +30,9 @@ pub struct Plan {
     pub warmup: Duration,
     pub duration: Duration,
     pub token: Option<String>,
+    /// Report the archive's progress (`--archive`), waiting at most this long for it to catch
+    /// up after the load.
+    pub archive_catch_up_timeout: Option<Duration>,
 }
 
 /// What happened inside the measured window.
@@ -42,6 +46,8 @@ pub struct Outcome {
     /// One example of a failure, for diagnosis.
     pub first_error: Option<String>,
     pub run_id: String,
+    /// With `--archive`: what the archive did during and after the load.
+    pub archive: Option<ArchiveOutcome>,
 }
 
 impl Outcome {
@@ -51,10 +57,10 @@ impl Outcome {
 }
 
 /// The server as parsed from `--url`.
-struct Target {
-    address: SocketAddr,
-    host_header: String,
-    base_path: String,
+pub struct Target {
+    pub address: SocketAddr,
+    pub host_header: String,
+    pub base_path: String,
 }
 
 fn parse_target(url: &str) -> anyhow::Result<Target> {
@@ -171,6 +177,10 @@ async fn drive(plan: &Plan, target: Target) -> anyhow::Result<Outcome> {
         .map(|index| format!("bench-{run_id}-{index}"))
         .collect();
     create_sessions(&target, plan.token.as_deref(), &session_ids).await?;
+    let archive_baseline = match plan.archive_catch_up_timeout {
+        Some(_) => Some(archive::sample(&target).await?),
+        None => None,
+    };
 
     let started = Instant::now();
     let window_start = started + plan.warmup;
@@ -187,6 +197,7 @@ async fn drive(plan: &Plan, target: Target) -> anyhow::Result<Outcome> {
             latency_us,
             first_error: None,
             run_id: run_id.clone(),
+            archive: None,
         },
         completed_total: 0,
         failed_total: 0,
@@ -210,8 +221,18 @@ async fn drive(plan: &Plan, target: Target) -> anyhow::Result<Outcome> {
         )));
     }
     let progress = glommio::spawn_local(progress_loop(Rc::clone(&shared), started));
-
     let window_end = shared.borrow().window_end;
+    let window_samples = archive_baseline.is_some().then(|| {
+        let target = Rc::clone(&target);
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(window_start.saturating_duration_since(Instant::now())).await;
+            let at_start = archive::sample(&target).await?;
+            glommio::timer::sleep(window_end.saturating_duration_since(Instant::now())).await;
+            let at_end = archive::sample(&target).await?;
+            anyhow::Ok((at_start, at_end))
+        })
+    });
+
     glommio::timer::sleep(window_end.saturating_duration_since(Instant::now())).await;
     let grace_end = Instant::now() + DRAIN_GRACE;
     while shared.borrow().active_connections > 0 && Instant::now() < grace_end {
@@ -219,6 +240,32 @@ async fn drive(plan: &Plan, target: Target) -> anyhow::Result<Outcome> {
     }
     drop(progress);
     drop(tasks);
+    let archive = match (
+        archive_baseline,
+        window_samples,
+        plan.archive_catch_up_timeout,
+    ) {
+        (Some(baseline), Some(window_samples), Some(timeout)) => {
+            let (at_start, at_end) = window_samples.await?;
+            let appended_total = shared.borrow().completed_total;
+            let at_load_end = archive::sample(&target).await?;
+            let written_total = at_load_end
+                .events_written
+                .saturating_sub(baseline.events_written);
+            let (_, catch_up) = archive::wait_caught_up(&target, timeout).await?;
+            Some(ArchiveOutcome {
+                adapter: at_load_end.adapter,
+                written_in_window: at_end
+                    .events_written
+                    .saturating_sub(at_start.events_written),
+                backlog_events: appended_total.saturating_sub(written_total),
+                catch_up,
+                catch_up_timeout: timeout,
+            })
+        }
+        _ => None,
+    };
+    shared.borrow_mut().outcome.archive = archive;
     let outcome = std::mem::replace(
         &mut shared.borrow_mut().outcome,
         Outcome {
@@ -229,6 +276,7 @@ async fn drive(plan: &Plan, target: Target) -> anyhow::Result<Outcome> {
             latency_us: Histogram::new(3).map_err(|error| anyhow::anyhow!("{error}"))?,
             first_error: None,
             run_id,
+            archive: None,
         },
     );
     Ok(outcome)

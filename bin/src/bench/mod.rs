@@ -3,6 +3,7 @@
 //! peer benchmark (peers/README.md): only requests completing inside the window count, latency is
 //! send → full response parsed.
 
+mod archive;
 mod client;
 mod fsync_floor;
 mod load;
@@ -81,6 +82,13 @@ pub struct LoadArgs {
     /// Samples of the fsync floor measurement.
     #[arg(long, default_value_t = 2000)]
     fsync_samples: u64,
+    /// Also report the archive's progress from the node's /metrics: events stored per second in
+    /// the window, the backlog left by the load and how long the archiver takes to drain it.
+    #[arg(long)]
+    archive: bool,
+    /// With --archive: how long to wait for the archive to catch up after the load.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    archive_catch_up_timeout: Duration,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
 }
@@ -141,6 +149,7 @@ pub fn run(arguments: BenchArgs) -> anyhow::Result<()> {
         warmup: load.warmup,
         duration: load.duration,
         token: load.token.clone(),
+        archive_catch_up_timeout: load.archive.then_some(load.archive_catch_up_timeout),
     };
     let outcome = load::run(&plan)?;
     report::print_load(&plan, &outcome, floor.as_ref(), load.output);

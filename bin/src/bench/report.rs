@@ -4,6 +4,7 @@
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+use super::archive::ArchiveOutcome;
 use super::fsync_floor::{FsyncFloor, WRITE_BYTES};
 use super::load::{Outcome, Plan};
 use super::OutputFormat;
@@ -121,6 +122,9 @@ pub fn print_load(
             if let (Some(floor), Some(map)) = (floor, object.as_object_mut()) {
                 map.insert("fsync_floor".into(), fsync_json(floor));
             }
+            if let (Some(archive), Some(map)) = (&outcome.archive, object.as_object_mut()) {
+                map.insert("archive".into(), archive_json(archive, outcome.window));
+            }
             println!("{object}");
         }
         OutputFormat::Text => print!("{}", load_text(plan, outcome, floor)),
@@ -201,11 +205,43 @@ fn load_text(plan: &Plan, outcome: &Outcome, floor: Option<&FsyncFloor>) -> Stri
             ));
         }
     }
+    if let Some(archive) = &outcome.archive {
+        text.push('\n');
+        text.push_str(&archive_text(archive, outcome.window));
+    }
     if let Some(floor) = floor {
         text.push('\n');
         text.push_str(&fsync_text(floor));
     }
     text
+}
+
+fn archive_json(archive: &ArchiveOutcome, window: std::time::Duration) -> serde_json::Value {
+    json!({
+        "adapter": archive.adapter,
+        "events_written_in_window": archive.written_in_window,
+        "events_written_per_s": archive.window_events_per_second(window),
+        "backlog_events": archive.backlog_events,
+        "catch_up_s": archive.catch_up.map(|catch_up| catch_up.as_secs_f64()),
+        "catch_up_events_per_s": archive.catch_up_events_per_second(),
+    })
+}
+
+fn archive_text(archive: &ArchiveOutcome, window: std::time::Duration) -> String {
+    let catch_up = match (archive.catch_up, archive.catch_up_events_per_second()) {
+        (Some(catch_up), Some(rate)) => {
+            format!("{:.2} s ({rate:.1} events/s)", catch_up.as_secs_f64())
+        }
+        (Some(catch_up), None) => format!("{:.2} s", catch_up.as_secs_f64()),
+        (None, _) => format!("not within {:.0} s", archive.catch_up_timeout.as_secs_f64()),
+    };
+    format!(
+        "Archive ({}, from /metrics):\n  Stored in window:  {} events ({:.1} events/s)\n  Backlog at end:    {} events\n  Caught up in:      {catch_up}\n",
+        archive.adapter,
+        archive.written_in_window,
+        archive.window_events_per_second(window),
+        archive.backlog_events,
+    )
 }
 
 /// Counts in `HISTOGRAM_ROWS` buckets spaced geometrically from the fastest to the slowest

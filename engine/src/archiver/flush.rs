@@ -2,9 +2,14 @@
 //! member on this shard leads, pick the sessions with unarchived events that are neither in
 //! flight nor backing off, write a batch of each through the worker threads and, once the
 //! adapter confirmed it, commit `ack_archived` through Raft.
+//!
+//! A tick queues its sessions and starts as many as the node's write slots allow; each finished
+//! write starts the next queued one. Every session with a backlog thus gets a batch per tick,
+//! not only the first [`ARCHIVE_SESSIONS_IN_FLIGHT_MAX`](super::ARCHIVE_SESSIONS_IN_FLIGHT_MAX)
+//! of them.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,19 +31,26 @@ const BACKOFF_JITTER_FRACTION: f64 = 0.2;
 /// Consecutive failures beyond which the delay no longer grows (2^30 s exceeds any cap).
 const BACKOFF_DOUBLINGS_MAX: u32 = 30;
 
+/// Sessions one shard's tick queues for a write slot; the rest are picked again by the next
+/// tick.
+pub const ARCHIVE_QUEUED_SESSIONS_MAX: usize = 4096;
+
 /// A session whose last write failed.
 struct Backoff {
     failures: u32,
     retry_at: Instant,
 }
 
-/// The loop's memory between ticks. Both maps hold only sessions of this shard's groups that
+/// The loop's memory between ticks. All three hold only sessions of this shard's groups that
 /// have unarchived events; entries of sessions that no longer need archiving are dropped on
 /// every tick.
 #[derive(Default)]
 struct ShardArchiver {
     backoff: HashMap<String, Backoff>,
     in_flight: HashSet<String>,
+    /// Picked by the last tick, waiting for a write slot (at most
+    /// [`ARCHIVE_QUEUED_SESSIONS_MAX`]).
+    queued: VecDeque<Candidate>,
 }
 
 /// One session picked by a tick.
@@ -77,25 +89,45 @@ fn tick(shard: &Rc<Shard>, archive: &Arc<Archive>, state: &Rc<RefCell<ShardArchi
     let (candidates, lag_events) = select_candidates(shard);
     archive.report_lag(shard.shard_index, lag_events, candidates.len() as u64);
     let now = Instant::now();
-    let mut state_now = state.borrow_mut();
-    let wanted: HashSet<&str> = candidates
-        .iter()
-        .map(|candidate| candidate.session_id.as_str())
-        .collect();
-    state_now
-        .backoff
-        .retain(|session_id, _| wanted.contains(session_id.as_str()));
+    {
+        let mut state_now = state.borrow_mut();
+        let wanted: HashSet<&str> = candidates
+            .iter()
+            .map(|candidate| candidate.session_id.as_str())
+            .collect();
+        state_now
+            .backoff
+            .retain(|session_id, _| wanted.contains(session_id.as_str()));
+        // The queue is rebuilt from this tick's view (fresh `archived_seq`s); sessions still
+        // queued from the last tick are simply picked again.
+        let ShardArchiver {
+            backoff,
+            in_flight,
+            queued,
+        } = &mut *state_now;
+        queued.clear();
+        queued.extend(
+            candidates
+                .into_iter()
+                .filter(|candidate| !in_flight.contains(&candidate.session_id))
+                .filter(|candidate| {
+                    backoff
+                        .get(&candidate.session_id)
+                        .is_none_or(|backoff| backoff.retry_at <= now)
+                })
+                .take(ARCHIVE_QUEUED_SESSIONS_MAX),
+        );
+    }
+    start_queued(shard, archive, state);
+}
+
+/// Start queued sessions while the node has free write slots.
+fn start_queued(shard: &Rc<Shard>, archive: &Arc<Archive>, state: &Rc<RefCell<ShardArchiver>>) {
     let batch_events_max = archive.settings().batch_events_max.max(1);
-    let mut to_start = Vec::new();
-    for candidate in candidates {
-        if state_now.in_flight.contains(&candidate.session_id) {
-            continue;
-        }
-        if let Some(backoff) = state_now.backoff.get(&candidate.session_id) {
-            if backoff.retry_at > now {
-                continue;
-            }
-        }
+    loop {
+        let Some(candidate) = state.borrow_mut().queued.pop_front() else {
+            return;
+        };
         let events = shard.with_group(candidate.group_id, |group| {
             group.hot_events(
                 &candidate.session_id,
@@ -107,15 +139,15 @@ fn tick(shard: &Rc<Shard>, archive: &Arc<Archive>, state: &Rc<RefCell<ShardArchi
             continue;
         }
         if !archive.try_acquire_session_slot() {
-            // Every slot of the node is busy; the rest waits for the next tick.
-            break;
+            // Every slot of the node is busy: the next finished write (or tick) goes on.
+            state.borrow_mut().queued.push_front(candidate);
+            return;
         }
-        state_now.in_flight.insert(candidate.session_id.clone());
-        to_start.push((candidate, events));
-    }
-    // Spawned tasks may run before this function returns; they borrow the state themselves.
-    drop(state_now);
-    for (candidate, events) in to_start {
+        state
+            .borrow_mut()
+            .in_flight
+            .insert(candidate.session_id.clone());
+        // The task may run before this loop continues; it borrows the state itself.
         glommio::spawn_local(archive_session(
             shard.clone(),
             archive.clone(),
@@ -167,6 +199,8 @@ async fn archive_session(
     let upto = contiguous_end(archived_seq, &events);
     let written = archive.write_events(&session_id, events).await;
     archive.release_session_slot();
+    // This session stays in flight until its ack is settled; the freed slot serves the queue.
+    start_queued(&shard, &archive, &state);
     match written {
         Ok(_) => {
             state.borrow_mut().backoff.remove(&session_id);

@@ -7,6 +7,7 @@
 //! - `cache`: the read cache keyed by `(session, chunk_start)`, LRU under a hard cap.
 //! - `flush`: the per-shard loop (selection, batches, backoff, ack).
 //! - `read`: the hot/cold merge of `read(session, cursor, limit)` (archive.md §6).
+//! - `progress`: lag and last write error, shared with the ops API (`/ops/status`).
 //!
 //! One [`Archive`] is shared by every shard of the node; the archiver loop and the cold reads
 //! of a shard run on its executor and only await the worker threads.
@@ -14,6 +15,7 @@
 mod cache;
 mod flush;
 mod pool;
+mod progress;
 mod read;
 
 use std::collections::BTreeMap;
@@ -31,6 +33,7 @@ use crate::time::format_timestamp;
 
 pub(crate) use flush::run_shard_archiver;
 pub use pool::{ARCHIVE_JOB_QUEUE_MAX, ARCHIVE_WORKER_THREADS_COUNT};
+pub use progress::{ArchiveProgress, ArchiveProgressSnapshot, ARCHIVE_LAST_ERROR_BYTES_MAX};
 pub(crate) use read::{hot_view, read_merged};
 
 use cache::ReadCache;
@@ -153,6 +156,8 @@ impl Archive {
             .and_then(|written| written.map_err(ArchiveCallError::from));
         let written = *result.as_ref().unwrap_or(&0);
         metrics::global().archive_write(started.elapsed(), written, result.is_err());
+        let error_text = result.as_ref().err().map(|error| error.to_string());
+        self.settings.progress.record_write(error_text);
         if result.is_ok() {
             self.cache_insert(session_id, &events);
         }
@@ -264,6 +269,7 @@ impl Archive {
                     )
                 });
         metrics::global().set_archive_lag(lag_events, pending_sessions);
+        self.settings.progress.set_lag(lag_events, pending_sessions);
     }
 }
 

@@ -7,6 +7,8 @@
 #[path = "../../../archive/tests/suite/services.rs"]
 pub mod services;
 
+pub mod cluster;
+
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
