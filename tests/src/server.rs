@@ -48,10 +48,31 @@ pub fn starcite_binary() -> PathBuf {
         .clone()
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests on one machine).
+/// Test ports come from below Linux's ephemeral range (32768–60999): a port taken from that
+/// range and released can be reused as the source port of any outgoing connection, and then a
+/// node restarted on it cannot listen.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1, never the same twice in one test process. Each process starts
+/// at its own offset so that test binaries running at the same time rarely meet.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free test port in {TEST_PORTS:?}");
 }
 
 /// How to start a node.
