@@ -255,11 +255,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     ensure_port_free(config.http_socket())?;
     ensure_port_free(config.ops_addr)?;
-    if config.peer_listener_enabled() {
-        // glommio binds with SO_REUSEPORT: without this check a second process on the same
-        // peer port would silently share its connections.
-        ensure_port_free(SocketAddr::new(config.peer_bind_addr, config.peer_port))?;
-    }
     let mut engine = engine_config(&config);
     let archive = open_archive(&config)?;
     let archive_progress = archive.progress.clone();
