@@ -14,7 +14,7 @@ pub mod render;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
@@ -31,6 +31,8 @@ const DEFAULT_OPS_ADDR: &str = "127.0.0.1:4001";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The wait commands' HTTP timeout is the wait time plus this.
 const WAIT_REQUEST_GRACE: Duration = Duration::from_secs(5);
+/// Pause between attempts of a wait command to reach an ops listener that is not up yet.
+const WAIT_CONNECT_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What a command prints and how it exits.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -274,11 +276,23 @@ impl Api {
 
     fn wait(&self, condition: &str, timeout_ms: u64) -> Outcome {
         let endpoint = condition.replace("local_", "wait-");
-        let path = format!("/ops/{endpoint}?timeout_ms={timeout_ms}");
-        let timeout = Duration::from_millis(timeout_ms).saturating_add(WAIT_REQUEST_GRACE);
-        let response = match self.call("GET", &path, None, timeout) {
-            Ok(response) => response,
-            Err(outcome) => return outcome,
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        // A node that is starting has no ops listener yet: the wait covers that too, so that
+        // `wait-ready` can follow the start command at once.
+        let response = loop {
+            let remaining_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis();
+            let remaining_ms = u64::try_from(remaining_ms).unwrap_or(timeout_ms).max(1);
+            let path = format!("/ops/{endpoint}?timeout_ms={remaining_ms}");
+            let timeout = Duration::from_millis(remaining_ms).saturating_add(WAIT_REQUEST_GRACE);
+            match self.call("GET", &path, None, timeout) {
+                Ok(response) => break response,
+                Err(_) if Instant::now() + WAIT_CONNECT_RETRY_INTERVAL < deadline => {
+                    std::thread::sleep(WAIT_CONNECT_RETRY_INTERVAL);
+                }
+                Err(outcome) => return outcome,
+            }
         };
         let shape = |body: &Value| {
             let reached = body.get(condition)?.as_bool()?;

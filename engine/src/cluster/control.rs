@@ -10,7 +10,8 @@ use starcite_raft::{NodeId, Role, NO_NODE};
 use super::message::NodeStatusReport;
 use super::observer::Observer;
 use super::{
-    lock, role_from_byte, role_to_byte, ClusterLink, PeerMessage, WriteTimeout, ROLE_NONE,
+    lock, role_from_byte, role_to_byte, ClusterLink, PeerMessage, WriteTimeout, NEVER_SETTLED,
+    ROLE_NONE,
 };
 use crate::shard::{ControlRequest, LeaderView, ShardRequest, TransferOutcome};
 
@@ -60,7 +61,8 @@ impl ClusterLink {
     }
 
     /// How long this node's member of `group_id` has been electing (a candidate, or without a
-    /// known leader); `None` while it follows or leads a known leader.
+    /// known leader); `None` while it follows or leads a known leader; `Duration::MAX` when it
+    /// has not known a leader since this node started.
     pub fn electing_for(&self, group_id: u32) -> Option<Duration> {
         let since = self
             .unsettled_since_ms
@@ -68,6 +70,9 @@ impl ClusterLink {
             .load(Ordering::Relaxed);
         if since == 0 {
             return None;
+        }
+        if since == NEVER_SETTLED {
+            return Some(Duration::MAX);
         }
         let since = Duration::from_millis(since - 1);
         Some(self.created.elapsed().saturating_sub(since))

@@ -225,7 +225,8 @@ pub struct ClusterLink {
     /// The latest write that ended in a commit timeout and is not yet reported to readiness.
     write_timeout: Mutex<Option<WriteTimeout>>,
     /// Per group: since when (ms after `created`, plus one) this node's member has been
-    /// electing — a candidate or without a known leader; 0 while it follows or leads a leader.
+    /// electing — a candidate or without a known leader; 0 while it follows or leads a leader;
+    /// [`NEVER_SETTLED`] until it first knew a leader.
     unsettled_since_ms: Vec<AtomicU64>,
     created: Instant,
 }
@@ -239,6 +240,9 @@ pub struct WriteTimeout {
     /// `local_timeout` (this node was the leader) or `leader_retry_timeout` (forwarded).
     pub outcome: &'static str,
 }
+
+/// A member that has not known a leader since this node started: it is not "briefly electing".
+pub(crate) const NEVER_SETTLED: u64 = u64::MAX;
 
 /// No member of the group runs on this node.
 const ROLE_NONE: u8 = 0;
@@ -286,7 +290,7 @@ impl ClusterLink {
             drain_requests,
             drain_requests_receiver: Mutex::new(Some(drain_requests_receiver)),
             write_timeout: Mutex::new(None),
-            unsettled_since_ms: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+            unsettled_since_ms: (0..groups).map(|_| AtomicU64::new(NEVER_SETTLED)).collect(),
             created: Instant::now(),
             outbound,
             outbound_receiver: Mutex::new(Some(receiver)),
