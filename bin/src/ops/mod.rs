@@ -279,17 +279,18 @@ impl Api {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         // A node that is starting has no ops listener yet: the wait covers that too, so that
         // `wait-ready` can follow the start command at once.
+        let mut remaining_ms = timeout_ms;
         let response = loop {
-            let remaining_ms = deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis();
-            let remaining_ms = u64::try_from(remaining_ms).unwrap_or(timeout_ms).max(1);
             let path = format!("/ops/{endpoint}?timeout_ms={remaining_ms}");
             let timeout = Duration::from_millis(remaining_ms).saturating_add(WAIT_REQUEST_GRACE);
             match self.call("GET", &path, None, timeout) {
                 Ok(response) => break response,
                 Err(_) if Instant::now() + WAIT_CONNECT_RETRY_INTERVAL < deadline => {
                     std::thread::sleep(WAIT_CONNECT_RETRY_INTERVAL);
+                    let left_ms = deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_millis();
+                    remaining_ms = u64::try_from(left_ms).unwrap_or(timeout_ms).max(1);
                 }
                 Err(outcome) => return outcome,
             }
