@@ -840,7 +840,16 @@ fn node_replacement_and_validation_drills() {
     assert_eq!(ready.stdout, "local_ready=true\n");
     let (gate_status, gate_body) = gate.join().unwrap();
     wait_views_all_ready(&cluster, target);
-    let status = ops_ok(&cluster.nodes[target], &["status"]);
+    // The undrain starts a leader balance: a group being handed over is briefly without a
+    // leader, so the status is read once the hand-overs settled.
+    let status = starcite_tests::wait_for(
+        "status of the replacement without leaderless groups",
+        Duration::from_secs(10),
+        || {
+            let status = ops_ok(&cluster.nodes[target], &["status"]);
+            (status.value("groups_without_leader") == Some("0")).then_some(status)
+        },
+    );
     let ready_set = all_nodes().join(",");
     for (key, expected) in [
         ("node", name),
