@@ -58,6 +58,28 @@ pub struct AppendReport {
     pub abandoned: usize,
 }
 
+impl AppendReport {
+    /// Prints the totals under `label` and asserts that every answer was a `201` or a `503` and
+    /// that every event was acknowledged in the end.
+    pub fn assert_only_201_or_503(&self, label: &str) {
+        println!(
+            "{label}{} acknowledged appends; answers {:?}; {} connection failures re-sent",
+            self.acks.len(),
+            self.statuses,
+            self.connection_failures
+        );
+        assert!(
+            self.unexpected.is_empty(),
+            "answers other than 201/503: {:?}",
+            self.unexpected
+        );
+        assert_eq!(
+            self.abandoned, 0,
+            "events never acknowledged after the load stopped"
+        );
+    }
+}
+
 struct Shared {
     targets: Vec<SocketAddr>,
     down: Mutex<Vec<bool>>,

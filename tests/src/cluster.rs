@@ -32,31 +32,9 @@ impl Cluster {
     /// settings such as another archive adapter).
     pub fn start_with(configure: impl Fn(ServerOptions) -> ServerOptions) -> Cluster {
         let names: Vec<&str> = WRITE_NODES.iter().copied().chain([ROUTER_NODE]).collect();
-        let peer_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-        let cluster_nodes = names
-            .iter()
-            .zip(&peer_ports)
-            .map(|(name, port)| format!("{name}:{port}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let write_nodes = WRITE_NODES.join(",");
-        let archive = tempfile::tempdir().unwrap().keep();
-        let nodes = names
-            .iter()
-            .zip(&peer_ports)
-            .map(|(name, port)| {
-                let mut options = ServerOptions::default()
-                    .with("NODE_NAME", name)
-                    .with("CLUSTER_NODES", &cluster_nodes)
-                    .with("STARCITE_WRITE_NODE_IDS", &write_nodes)
-                    .with("STARCITE_PEER_PORT", &port.to_string())
-                    .with("STARCITE_PEER_BIND_ADDR", "127.0.0.1")
-                    .with("STARCITE_NUM_GROUPS", &CLUSTER_GROUPS.to_string())
-                    .with("STARCITE_ARCHIVE_LOCAL_SHARED", "true")
-                    .with("STARCITE_ARCHIVE_LOCAL_DIR", archive.to_str().unwrap());
-                options.wait_ready = false;
-                Server::start_with(configure(options))
-            })
+        let nodes = node_options(&names, CLUSTER_GROUPS)
+            .into_iter()
+            .map(|options| Server::start_with(configure(options)))
             .collect();
         let mut cluster = Cluster { nodes };
         cluster.wait_ready();
@@ -80,35 +58,10 @@ impl Cluster {
     /// Three write nodes only (`WRITE_NODES`, RF 3, `groups` groups, no router node), started
     /// together; waits until each is live and every group accepts a write through node 0.
     pub fn start_write_nodes(groups: u32) -> Cluster {
-        let peer_ports: Vec<u16> = WRITE_NODES.iter().map(|_| free_port()).collect();
-        let cluster_nodes = WRITE_NODES
-            .iter()
-            .zip(&peer_ports)
-            .map(|(name, port)| format!("{name}:{port}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let write_nodes = WRITE_NODES.join(",");
-        let archive = tempfile::tempdir().unwrap().keep();
-        let nodes = WRITE_NODES
-            .iter()
-            .zip(&peer_ports)
-            .map(|(name, port)| {
-                let mut options = ServerOptions::default()
-                    .with("NODE_NAME", name)
-                    .with("CLUSTER_NODES", &cluster_nodes)
-                    .with("STARCITE_WRITE_NODE_IDS", &write_nodes)
-                    .with("STARCITE_WRITE_REPLICATION_FACTOR", "3")
-                    .with("STARCITE_PEER_PORT", &port.to_string())
-                    .with("STARCITE_PEER_BIND_ADDR", "127.0.0.1")
-                    .with("STARCITE_NUM_GROUPS", &groups.to_string())
-                    .with("STARCITE_ARCHIVE_LOCAL_SHARED", "true")
-                    .with("STARCITE_ARCHIVE_LOCAL_DIR", archive.to_str().unwrap());
-                // More detail in the node logs when diagnosing a failure.
-                if let Ok(level) = std::env::var("STARCITE_TEST_LOG_LEVEL") {
-                    options = options.with("STARCITE_LOG_LEVEL", &level);
-                }
-                options.wait_ready = false;
-                Server::start_with(options)
+        let nodes = node_options(&WRITE_NODES, groups)
+            .into_iter()
+            .map(|options| {
+                Server::start_with(options.with("STARCITE_WRITE_REPLICATION_FACTOR", "3"))
             })
             .collect();
         let cluster = Cluster { nodes };
@@ -210,6 +163,41 @@ impl Cluster {
             events.extend(page);
         }
     }
+}
+
+/// The options of every node of a cluster of `names` (the write nodes are [`WRITE_NODES`]),
+/// each on its own peer port, sharing one local archive, not waiting for readiness.
+fn node_options(names: &[&str], groups: u32) -> Vec<ServerOptions> {
+    let peer_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let cluster_nodes = names
+        .iter()
+        .zip(&peer_ports)
+        .map(|(name, port)| format!("{name}:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let write_nodes = WRITE_NODES.join(",");
+    let archive = tempfile::tempdir().unwrap().keep();
+    names
+        .iter()
+        .zip(&peer_ports)
+        .map(|(name, port)| {
+            let mut options = ServerOptions::default()
+                .with("NODE_NAME", name)
+                .with("CLUSTER_NODES", &cluster_nodes)
+                .with("STARCITE_WRITE_NODE_IDS", &write_nodes)
+                .with("STARCITE_PEER_PORT", &port.to_string())
+                .with("STARCITE_PEER_BIND_ADDR", "127.0.0.1")
+                .with("STARCITE_NUM_GROUPS", &groups.to_string())
+                .with("STARCITE_ARCHIVE_LOCAL_SHARED", "true")
+                .with("STARCITE_ARCHIVE_LOCAL_DIR", archive.to_str().unwrap());
+            // More detail in the node logs when diagnosing a failure.
+            if let Ok(level) = std::env::var("STARCITE_TEST_LOG_LEVEL") {
+                options = options.with("STARCITE_LOG_LEVEL", &level);
+            }
+            options.wait_ready = false;
+            options
+        })
+        .collect()
 }
 
 /// The session → group placement of cluster.md §2 (the engine's, whose vectors are tested there),
